@@ -1,0 +1,7 @@
+"""Image preprocessing: pure functions (:mod:`.functional`) and scikit-learn transformers."""
+
+from . import functional
+from ._io import ImageReadError, read_grayscale
+from ._transformers import PreprocessImage, TestPreprocessImage, as_image_items
+
+__all__ = ["ImageReadError", "PreprocessImage", "TestPreprocessImage", "as_image_items", "functional", "read_grayscale"]

@@ -1,0 +1,157 @@
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.model_selection import GroupKFold
+
+from conftest import write_png
+from sigest.datasets import (
+    load_signatures,
+    make_pairs,
+    make_signatures,
+    make_triplets,
+    random_images,
+    save_signatures,
+    split_writers,
+    writer_groups,
+)
+
+
+@pytest.fixture
+def page():
+    return np.full((20, 30), 200, dtype=np.uint8)
+
+
+def test_cedar_layout(tmp_path, page):
+    for w in (1, 2):
+        for i in (1, 2):
+            write_png(tmp_path / "full_org" / f"original_{w}_{i}.png", page)
+        write_png(tmp_path / "full_forg" / f"forgeries_{w}_1.png", page)
+    table = load_signatures(tmp_path)
+    assert table.attrs["layout"] == "cedar"
+    assert list(table.columns[:3]) == ["path", "writer", "genuine"]
+    assert table.groupby("writer")["genuine"].agg(["sum", "size"]).to_dict("list") == {"sum": [2, 2], "size": [3, 3]}
+
+
+def test_bhsig260_layout(tmp_path, page):
+    for w in ("001", "002"):
+        write_png(tmp_path / w / f"B-S-{int(w)}-G-01.tif", page)
+        write_png(tmp_path / w / f"B-S-{int(w)}-G-02.tif", page)
+        write_png(tmp_path / w / f"B-S-{int(w)}-F-01.tif", page)
+    table = load_signatures(tmp_path)
+    assert table.attrs["layout"] == "bhsig260"
+    assert sorted(table.writer.unique()) == ["1", "2"]
+    assert table.genuine.sum() == 4 and (~table.genuine).sum() == 2
+
+
+def test_sigcomp_layout(tmp_path, page):
+    for w in ("001", "002"):
+        write_png(tmp_path / w / f"{w}_01.png", page)
+        write_png(tmp_path / f"{w}_forg" / f"0105{w}_01.png", page)
+    table = load_signatures(tmp_path)
+    assert table.attrs["layout"] == "sigcomp"
+    assert table[["writer", "genuine"]].values.tolist() == [["001", True], ["001", False], ["002", True], ["002", False]]
+
+
+def test_generic_layout_round_trip(tmp_path, small_signatures):
+    save_signatures(small_signatures, tmp_path)
+    table = load_signatures(tmp_path)
+    assert table.attrs["layout"] == "generic"
+    assert len(table) == len(small_signatures.images)
+    assert table.groupby("writer").genuine.sum().tolist() == [5] * 6
+
+
+def test_layout_errors(tmp_path, page):
+    with pytest.raises(FileNotFoundError):
+        load_signatures(tmp_path / "missing")
+    with pytest.raises(ValueError, match="no image files"):
+        load_signatures(tmp_path)
+    write_png(tmp_path / "scans" / "photo.png", page)
+    with pytest.raises(ValueError, match="unrecognised signature layout.*1 image files"):
+        load_signatures(tmp_path)
+
+
+def test_writer_without_genuine_is_an_error(tmp_path, page):
+    write_png(tmp_path / "full_org" / "original_1_1.png", page)
+    write_png(tmp_path / "full_forg" / "forgeries_2_1.png", page)
+    with pytest.raises(ValueError, match="forgeries but no genuine.*: 2"):
+        load_signatures(tmp_path)
+
+
+def test_real_sigcomp_folder(real_data):
+    table = load_signatures(real_data)
+    assert table.attrs["layout"] == "sigcomp"
+    assert table.writer.nunique() == 43 and len(table) == 1149
+
+
+def test_random_images_is_seeded(small_signatures):
+    table = small_signatures.table
+    a = random_images(table, 7, random_state=3)
+    b = random_images(table, 7, random_state=3)
+    assert len(a) == 7 and a.writer.tolist() == b.writer.tolist()
+    assert random_images(table, 5, genuine=False, random_state=0).genuine.eq(False).all()
+    with pytest.raises(ValueError, match="cannot pick"):
+        random_images(table, 1000)
+
+
+@pytest.mark.parametrize("negatives", ["skilled", "random", "both"])
+def test_triplets(small_signatures, negatives):
+    table = small_signatures.table.assign(path=[f"img{i}" for i in range(len(small_signatures.table))])
+    triplets = make_triplets(table, n_per_writer=4, negatives=negatives, random_state=0)
+    info = table.set_index("path")
+    assert len(triplets) == 6 * 4
+    for row in triplets.itertuples():
+        assert info.loc[row.anchor, "genuine"] and info.loc[row.positive, "genuine"]
+        assert info.loc[row.anchor, "writer"] == info.loc[row.positive, "writer"] == row.writer
+        assert row.anchor != row.positive
+        skilled = info.loc[row.negative, "writer"] == row.writer
+        assert skilled == (row.negative_kind == "skilled")
+        if skilled:
+            assert not info.loc[row.negative, "genuine"]
+    kinds = set(triplets.negative_kind)
+    assert kinds == {"skilled": {"skilled"}, "random": {"random"}, "both": {"skilled", "random"}}[negatives]
+    again = make_triplets(table, n_per_writer=4, negatives=negatives, random_state=0)
+    pd.testing.assert_frame_equal(triplets, again)
+
+
+def test_exhaustive_pairs_counts(small_signatures):
+    table = small_signatures.table.assign(path=[f"img{i}" for i in range(len(small_signatures.table))])
+    pairs = make_pairs(table, protocol="exhaustive", forgeries="skilled", writers=["w000", "w001"])
+    # per writer: C(5, 2) = 10 genuine pairs and 5 x 3 = 15 skilled-forgery pairs
+    assert pairs.groupby(["writer", "label"]).size().tolist() == [15, 10, 15, 10]
+    both = make_pairs(table, forgeries="both", n_random_per_writer=4, random_state=0)
+    assert (both.kind == "random").sum() == 6 * 4
+    random_rows = both[both.kind == "random"]
+    owner = table.set_index("path").writer
+    assert (owner.loc[random_rows.questioned].to_numpy() != random_rows.writer.to_numpy()).all()
+
+
+def test_balanced_pairs_and_image_column(small_signatures):
+    pairs = make_pairs(small_signatures.table, protocol="balanced", n_per_writer=4, random_state=0)
+    assert pairs.label.value_counts().to_dict() == {1: 24, 0: 24}
+    assert isinstance(pairs.reference.iloc[0], np.ndarray)
+
+
+def test_split_writers_and_groups(small_signatures):
+    table = small_signatures.table
+    train, test = split_writers(table, test_size=2, random_state=0)
+    assert set(train.writer).isdisjoint(test.writer) and test.writer.nunique() == 2
+    assert len(train) + len(test) == len(table)
+    train, test = split_writers(table, test_writers=["w005"])
+    assert set(test.writer) == {"w005"}
+    pairs = make_pairs(table, protocol="balanced", n_per_writer=3, random_state=0)
+    groups = writer_groups(pairs)
+    for tr, te in GroupKFold(n_splits=3).split(pairs, groups=groups):
+        assert set(pairs.writer.iloc[tr]).isdisjoint(pairs.writer.iloc[te])
+
+
+def test_make_signatures_is_seeded_and_varied():
+    a = make_signatures(n_writers=3, n_genuine=3, n_forged=2, image_size=(48, 96), random_state=1)
+    b = make_signatures(n_writers=3, n_genuine=3, n_forged=2, image_size=(48, 96), random_state=1)
+    assert a.images.shape == (15, 48, 96) and a.images.dtype == np.uint8
+    np.testing.assert_array_equal(a.images, b.images)
+    # dark ink on light paper, and no two samples identical
+    assert np.median(a.images) > 200 and a.images.min() < 120
+    flat = a.images.reshape(len(a.images), -1)
+    assert len({row.tobytes() for row in flat}) == len(flat)
+    with pytest.raises(ValueError, match="n_writers"):
+        make_signatures(n_writers=0)

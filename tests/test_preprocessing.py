@@ -1,0 +1,230 @@
+import hashlib
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.base import clone
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from conftest import write_png
+from sigest.preprocessing import ImageReadError, PreprocessImage, TestPreprocessImage, read_grayscale
+from sigest.preprocessing import functional as F
+
+
+def test_otsu_splits_two_levels():
+    image = np.array([[20] * 10 + [230] * 30], dtype=np.uint8)
+    t = F.otsu_threshold(image)
+    assert 20 <= t < 230
+    assert F.ink_mask(image, t).sum() == 10
+
+
+def test_median_denoise_removes_salt_and_keeps_strokes(ink_page):
+    noisy = ink_page.copy()
+    noisy[5, 5] = 0  # an isolated speck
+    out = F.median_denoise(noisy)
+    assert out[5, 5] == 245 and out[28, 60] == 30
+    np.testing.assert_array_equal(F.median_denoise(noisy, 1), noisy)
+
+
+def test_remove_specks_keeps_large_components():
+    mask = np.zeros((20, 20), bool)
+    mask[2, 2] = True
+    mask[10:15, 5:15] = True
+    out = F.remove_specks(mask, 4)
+    assert not out[2, 2] and out[10:15, 5:15].all()
+
+
+def test_crop_pad_resize_shapes(ink_page):
+    mask = F.ink_mask(ink_page, 100)
+    crop = F.crop_to_mask(ink_page, mask)
+    assert crop.shape == (40, 100)
+    padded = F.pad_to_aspect(crop, 2.0)
+    assert padded.shape == (50, 100) and padded[0, 0] == 255
+    assert F.resize(padded, (25, 50)).shape == (25, 50)
+
+
+def test_principal_angle_and_rotate_undo_each_other(ink_page):
+    tilted = F.rotate(ink_page, -12, fill=245)  # clockwise on the page: slopes down to the right
+    angle = F.principal_angle(F.ink_mask(tilted, 100))
+    assert angle == pytest.approx(12, abs=2.5)
+    back = F.rotate(tilted, angle, fill=245)
+    assert abs(F.principal_angle(F.ink_mask(back, 100))) < 1.5
+
+
+def test_transform_shapes_and_range(small_signatures):
+    images = small_signatures.images[:4]
+    pre = PreprocessImage(size=(32, 48))
+    single = pre.fit_transform(list(images))
+    assert single.shape == (4, 1, 32, 48) and single.dtype == np.float32
+    assert 0.0 <= single.min() and single.max() <= 1.0
+    # ink bright on a dark background: the border is background
+    assert single[:, 0, 0, :].max() < 0.05 and single.max() > 0.5
+    pairs = pre.transform(np.array(images).reshape(2, 2, *images.shape[1:]))
+    assert pairs.shape == (2, 2, 1, 32, 48)
+    np.testing.assert_array_equal(pairs.reshape(4, 1, 32, 48), single)
+    object_pairs = pre.transform([[images[0], images[1]], [images[2], images[3]]])
+    np.testing.assert_array_equal(object_pairs, pairs)
+
+
+def test_paths_and_n_jobs_give_the_same_output(tmp_path, small_signatures):
+    paths = [str(write_png(tmp_path / f"{i}.png", im)) for i, im in enumerate(small_signatures.images[:20])]
+    serial = PreprocessImage(size=(32, 48)).transform(paths)
+    parallel = PreprocessImage(size=(32, 48), n_jobs=2).transform(paths)
+    np.testing.assert_array_equal(serial, parallel)
+    from_arrays = PreprocessImage(size=(32, 48)).transform(list(small_signatures.images[:20]))
+    np.testing.assert_array_equal(serial, from_arrays)
+
+
+def test_steps_can_be_switched_off(ink_page):
+    full = PreprocessImage(size=(30, 60), crop=False, keep_aspect=False, invert=False).transform([ink_page])
+    # without crop, the output is the whole page resized: paper white at the corners
+    assert full[0, 0, 0, 0] == pytest.approx(1.0)
+    fixed = PreprocessImage(size=(30, 60), threshold=100).transform([ink_page])
+    assert fixed.shape == (1, 1, 30, 60)
+    with pytest.raises(ValueError, match="threshold"):
+        PreprocessImage(threshold="mean").fit([ink_page])
+    with pytest.raises(ValueError, match="size"):
+        PreprocessImage(size=(4, 4)).fit([ink_page])
+
+
+def test_rotation_robustness_margin(small_signatures):
+    """Rotated inputs come out much closer to the upright output with TestPreprocessImage."""
+    size = (64, 128)
+    errors = {PreprocessImage: [], TestPreprocessImage: []}
+    for image in small_signatures.images[::4][:10]:
+        for angle in (-10, -6, 6, 10):
+            rotated = F.rotate(image, angle, fill=int(np.median(image)))
+            for cls in errors:
+                pre = cls(size=size)
+                upright, turned = pre.transform([image, rotated])
+                errors[cls].append(np.abs(upright - turned).mean())
+    plain, robust = np.mean(errors[PreprocessImage]), np.mean(errors[TestPreprocessImage])
+    assert robust < 0.6 * plain, (plain, robust)
+
+
+def test_bad_inputs_have_clear_errors(tmp_path, ink_page):
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        PreprocessImage().transform([str(tmp_path / "missing.png")])
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageReadError, match="empty.png.*empty"):
+        PreprocessImage().transform([str(empty)])
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(ImageReadError, match="notes.png.*not an image"):
+        PreprocessImage().transform([str(text)])
+    good = write_png(tmp_path / "good.png", ink_page).read_bytes()
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good[: len(good) // 2])
+    with pytest.raises(ImageReadError, match="truncated.png"):
+        PreprocessImage().transform([str(truncated)])
+    blank = write_png(tmp_path / "blank.png", np.full((40, 40), 250, np.uint8))
+    with pytest.raises(ImageReadError, match="blank.png.*no ink"):
+        PreprocessImage().transform([str(blank)])
+    with pytest.raises(ValueError, match="not image input"):
+        PreprocessImage().transform(np.zeros((3, 4)))
+    with pytest.raises(ValueError, match="single image"):
+        PreprocessImage().transform(ink_page.astype(object))
+    with pytest.raises(ValueError, match="empty"):
+        PreprocessImage().transform([])
+
+
+def test_decompression_bomb_guard_stays_on(tmp_path, monkeypatch):
+    path = write_png(tmp_path / "bomb.png", np.full((100, 100), 255, np.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(ImageReadError, match="bomb.png.*decompression bomb"):
+        read_grayscale(path)
+
+
+def test_image_modes(tmp_path, ink_page):
+    expected = read_grayscale(ink_page)
+    # RGBA: a transparent background is paper, whatever colour its hidden pixels hold
+    rgba = np.zeros((*ink_page.shape, 4), np.uint8)
+    rgba[..., :3] = ink_page[..., None]
+    rgba[..., 3] = np.where(ink_page < 128, 255, 0)
+    rgba[ink_page >= 128, :3] = 0
+    gray = read_grayscale(Image.fromarray(rgba, "RGBA"))
+    assert gray[0, 0] == 255 and gray[28, 60] == 30
+    palette = Image.fromarray(ink_page).convert("P")
+    np.testing.assert_array_equal(read_grayscale(palette), expected)
+    sixteen = Image.fromarray(ink_page.astype(np.uint16) * 257)
+    np.testing.assert_array_equal(read_grayscale(sixteen), expected)
+    cmyk = Image.fromarray(ink_page).convert("CMYK")
+    assert np.abs(read_grayscale(cmyk).astype(int) - expected).max() <= 1
+    floats = ink_page / 255.0
+    np.testing.assert_array_equal(read_grayscale(floats), expected)
+
+
+def test_exif_orientation_is_applied(tmp_path, ink_page):
+    image = Image.fromarray(ink_page)
+    exif = image.getexif()
+    exif[0x0112] = 6  # stored sideways: viewers rotate 90 degrees clockwise
+    path = tmp_path / "rotated.jpg"
+    image.save(path, exif=exif, quality=95)
+    assert read_grayscale(path).shape == ink_page.shape[::-1]
+
+
+def test_input_files_are_never_written(tmp_path, small_signatures):
+    paths = [write_png(tmp_path / f"{i}.png", im) for i, im in enumerate(small_signatures.images[:3])]
+    before = [(p.stat().st_mtime_ns, hashlib.sha1(p.read_bytes()).hexdigest()) for p in paths]
+    TestPreprocessImage(size=(32, 48)).fit_transform([str(p) for p in paths])
+    after = [(p.stat().st_mtime_ns, hashlib.sha1(p.read_bytes()).hexdigest()) for p in paths]
+    assert before == after
+
+
+def test_clone_and_params():
+    pre = TestPreprocessImage(size=(32, 48), max_angle=5)
+    twin = clone(pre)
+    assert twin.get_params() == pre.get_params() and twin is not pre
+    assert twin.set_params(denoise=0).denoise == 0
+
+
+def _as_tabular(cls):
+    """``cls`` claiming tabular input, so scikit-learn's generic checks run on it.
+
+    The transformers honestly declare ``two_d_array=False`` (scikit-learn then runs almost no
+    check); this view claims tabular input so every generic check runs, and those that only make
+    sense for numeric tables are expected to fail, each with its reason.
+    """
+
+    class Tabular(cls):
+        def __sklearn_tags__(self):
+            tags = super().__sklearn_tags__()
+            tags.input_tags.two_d_array = True
+            return tags
+
+    Tabular.__name__ = cls.__name__
+    return Tabular
+
+
+_TABLE = "feeds a numeric 2-D table (n_samples, n_features); image input is a sequence of images or (n, H, W)"
+EXPECTED_FAILURES = {
+    name: _TABLE
+    for name in (
+        "check_fit_score_takes_y", "check_estimators_overwrite_params", "check_dont_overwrite_parameters",
+        "check_estimators_fit_returns_self", "check_readonly_memmap_input", "check_n_features_in_after_fitting",
+        "check_positive_only_tag_during_fit", "check_estimators_dtypes", "check_pipeline_consistency",
+        "check_estimators_nan_inf", "check_estimators_pickle", "check_f_contiguous_array_estimator",
+        "check_transformer_general", "check_transformer_preserve_dtypes", "check_transformers_unfitted_stateless",
+        "check_methods_sample_order_invariance", "check_methods_subset_invariance", "check_dict_unchanged",
+        "check_fit_idempotent", "check_fit_check_is_fitted", "check_n_features_in", "check_fit2d_predict1d",
+        "check_transformer_data_not_an_array",
+    )
+} | {
+    "check_complex_data": "checks the wording of sklearn's own complex-number error for numeric tables",
+    "check_dtype_object": "a 2-D object table of numbers is not image input; the error says so",
+    "check_estimators_empty_data_messages": "expects sklearn's '0 feature(s)' wording; ours says the image input is empty",
+    "check_estimator_sparse_array": "sparse matrices cannot hold images",
+    "check_estimator_sparse_matrix": "sparse matrices cannot hold images",
+    "check_fit2d_1sample": "expects sklearn's tabular wording for a one-sample table",
+    "check_fit2d_1feature": "expects sklearn's tabular wording for a one-feature table",
+}
+
+
+@parametrize_with_checks(
+    [_as_tabular(PreprocessImage)(), _as_tabular(TestPreprocessImage)()],
+    expected_failed_checks=lambda est: EXPECTED_FAILURES,
+)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
