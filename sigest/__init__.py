@@ -1,2 +1,29 @@
-"""sigest: offline handwritten signature verification with scikit-learn and skorch estimators."""
+"""sigest: offline handwritten signature verification with scikit-learn and skorch estimators.
+
+Stages, each in the module named after it: :mod:`sigest.datasets` (folders, pairs, triplets,
+writer splits, synthetic signatures), :mod:`sigest.preprocessing` (transformers and pure steps),
+:mod:`sigest.nn` (pure PyTorch network, attention, loss, registries), :mod:`sigest.embedder`
+(skorch estimator), :mod:`sigest.verification` (pair classifier, voting, pipeline),
+:mod:`sigest.metrics` and :mod:`sigest.evaluation` (the field's metrics, writer-independent).
+"""
+
+from .embedder import SiameseEmbedder, embedding_targets
+from .preprocessing import PreprocessImage, TestPreprocessImage
+from .verification import LogisticSiameseRegression, VotingVerifier, make_verifier
+from .workflows import get_predictions_for_single, perform_voting, train_model, train_siamese_model
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "LogisticSiameseRegression",
+    "PreprocessImage",
+    "SiameseEmbedder",
+    "TestPreprocessImage",
+    "VotingVerifier",
+    "embedding_targets",
+    "get_predictions_for_single",
+    "make_verifier",
+    "perform_voting",
+    "train_model",
+    "train_siamese_model",
+]

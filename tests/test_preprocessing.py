@@ -125,7 +125,7 @@ def test_bad_inputs_have_clear_errors(tmp_path, ink_page):
     with pytest.raises(ValueError, match="not image input"):
         PreprocessImage().transform(np.zeros((3, 4)))
     with pytest.raises(ValueError, match="single image"):
-        PreprocessImage().transform(ink_page.astype(object))
+        PreprocessImage().transform(ink_page)
     with pytest.raises(ValueError, match="empty"):
         PreprocessImage().transform([])
 

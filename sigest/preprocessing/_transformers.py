@@ -18,7 +18,7 @@ __all__ = ["PreprocessImage", "TestPreprocessImage", "as_image_items"]
 def _is_item(obj):
     if isinstance(obj, (str, os.PathLike, Image.Image)):
         return True
-    return isinstance(obj, np.ndarray) and obj.ndim == 2
+    return isinstance(obj, np.ndarray) and obj.ndim == 2 and obj.dtype != object
 
 
 def as_image_items(X):

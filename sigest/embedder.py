@@ -1,0 +1,253 @@
+"""``SiameseEmbedder``: the Siamese network trained with a triplet loss, as a skorch estimator."""
+
+import numpy as np
+import torch
+from skorch import NeuralNet
+from skorch.dataset import Dataset
+from torch.utils.data import DataLoader, Sampler
+
+from .nn import SiameseResNet, TripletLoss
+
+__all__ = ["SiameseEmbedder", "WriterBatchSampler", "embedding_targets", "resolve_device"]
+
+
+def resolve_device(device):
+    """``"auto"`` becomes ``"cuda"`` when a GPU is present, else ``"cpu"``; other values pass through."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def embedding_targets(writers, genuine=None):
+    """Targets for fitting :class:`SiameseEmbedder` on single images.
+
+    Parameters
+    ----------
+    writers : array-like of shape (n_images,)
+        Writer of each image (any hashable labels); for a forgery, the writer it imitates.
+    genuine : array-like of shape (n_images,) of bool, default=None
+        False for skilled forgeries; None means all genuine.
+
+    Returns
+    -------
+    y : ndarray of shape (n_images, 2), int64
+        Column 0 the writer code (0..n_writers-1), column 1 1 for genuine, 0 for forged.
+    """
+    codes = np.unique(np.asarray(writers, dtype=object).astype(str), return_inverse=True)[1]
+    genuine = np.ones(len(codes), dtype=bool) if genuine is None else np.asarray(genuine, dtype=bool)
+    return np.column_stack([codes, genuine]).astype(np.int64)
+
+
+class WriterBatchSampler(Sampler):
+    """Batches of P writers x K signatures, so every batch holds positives and skilled negatives.
+
+    Each batch draws ``writers_per_batch`` writers with at least two genuine signatures and, for
+    each, ``samples_per_writer`` genuine signatures plus up to ``samples_per_writer // 2`` of its
+    skilled forgeries (with replacement only when a writer has too few).
+
+    Parameters
+    ----------
+    targets : ndarray of shape (n_images, 2)
+        As made by :func:`embedding_targets`.
+    writers_per_batch : int
+    samples_per_writer : int
+    seed : int
+        Seed of this sampler's draws.
+    """
+
+    def __init__(self, targets, writers_per_batch, samples_per_writer, seed):
+        self.writers_per_batch = writers_per_batch
+        self.samples_per_writer = samples_per_writer
+        self.seed = seed
+        writers, genuine = targets[:, 0], targets[:, 1].astype(bool)
+        self.genuine = {w: np.flatnonzero((writers == w) & genuine) for w in np.unique(writers)}
+        self.forged = {w: np.flatnonzero((writers == w) & ~genuine) for w in self.genuine}
+        self.eligible = np.array([w for w, idx in self.genuine.items() if len(idx) >= 2])
+        if len(self.eligible) < 2:
+            raise ValueError("writer-balanced batches need at least 2 writers with 2 genuine signatures each")
+        self.n_batches = max(1, len(targets) // (writers_per_batch * samples_per_writer))
+
+    def __len__(self):
+        return self.n_batches
+
+    def __iter__(self):
+        rng = np.random.RandomState(self.seed)
+        p = min(self.writers_per_batch, len(self.eligible))
+        for _ in range(self.n_batches):
+            batch = []
+            for w in rng.choice(self.eligible, size=p, replace=False):
+                g, f = self.genuine[w], self.forged[w]
+                k = self.samples_per_writer
+                batch += list(rng.choice(g, size=k, replace=len(g) < k))
+                if len(f):
+                    batch += list(rng.choice(f, size=min(k // 2, len(f)), replace=False))
+            yield batch
+
+
+class SiameseEmbedder(NeuralNet):
+    """A Siamese network trained with a triplet loss, embedding signatures for comparison.
+
+    Two ways to fit:
+
+    - on triplets: ``X`` of shape (n, 3, 1, H, W) as (anchor, positive, negative), ``y=None``;
+    - on single images with writer labels: ``X`` of shape (n, 1, H, W) and ``y`` of shape
+      (n, 2) from :func:`embedding_targets` (writer code, genuine flag), or (n,) writer codes.
+      Batches are then P writers x K signatures (:class:`WriterBatchSampler`) and triplets are
+      mined inside each batch (``criterion__mining``), skilled forgeries of w being negatives for
+      w's anchors.
+
+    ``transform`` maps images to embeddings. Everything else is skorch's :class:`~skorch.NeuralNet`:
+    ``module__*``, ``criterion__*``, ``optimizer__*`` and ``callbacks`` (progress bar, early
+    stopping, LR schedule, checkpoints) work as there. For a validation split, pass
+    ``train_split=skorch.helper.predefined_split(Dataset(X_valid, y_valid))`` built from writers
+    the training data does not hold, never a random split of images.
+
+    Parameters
+    ----------
+    module : type, default=SiameseResNet
+        The network; ``module__backbone``, ``module__embedding_dim`` and the rest configure it.
+    criterion : type, default=TripletLoss
+    optimizer : type, default=torch.optim.AdamW
+    lr : float, default=1e-3
+    max_epochs : int, default=10
+    batch_size : int, default=32
+        Batch size for triplets and for inference.
+    writers_per_batch : int, default=8
+        P of the writer-balanced batches.
+    samples_per_writer : int, default=4
+        K genuine signatures per writer in a batch (plus up to K // 2 forgeries).
+    train_split : callable or None, default=None
+        skorch's split; None trains on everything.
+    device : str, default="auto"
+        ``"auto"`` uses CUDA when present, else the CPU; or any torch device string.
+    random_state : int or None, default=None
+        Seeds weight initialisation and batch order, so a CPU fit is repeatable.
+    verbose : int, default=0
+        1 prints skorch's epoch table.
+    **kwargs
+        Passed to :class:`skorch.NeuralNet` (``module__backbone="resnet_tiny"``, ``callbacks=[...]``).
+
+    Attributes
+    ----------
+    module_ : SiameseResNet
+        The trained network.
+    history_ : skorch.History
+        Per-epoch losses.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sigest.embedder import SiameseEmbedder
+    >>> X = np.random.RandomState(0).rand(8, 3, 1, 32, 48).astype(np.float32)
+    >>> net = SiameseEmbedder(module__backbone="resnet_tiny", max_epochs=1, random_state=0).fit(X)
+    >>> net.transform(X[:, 0]).shape
+    (8, 128)
+    """
+
+    def __init__(
+        self,
+        module=SiameseResNet,
+        *,
+        criterion=TripletLoss,
+        optimizer=torch.optim.AdamW,
+        lr=1e-3,
+        max_epochs=10,
+        batch_size=32,
+        writers_per_batch=8,
+        samples_per_writer=4,
+        train_split=None,
+        device="auto",
+        random_state=None,
+        verbose=0,
+        **kwargs,
+    ):
+        kwargs.setdefault("torch_load_kwargs", {"weights_only": False})
+        super().__init__(
+            module,
+            criterion,
+            optimizer=optimizer,
+            lr=lr,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            train_split=train_split,
+            device=device,
+            verbose=verbose,
+            **kwargs,
+        )
+        self.writers_per_batch = writers_per_batch
+        self.samples_per_writer = samples_per_writer
+        self.random_state = random_state
+
+    # -- device="auto": the parameter keeps "auto"; skorch reads the resolved device ------------------
+    @property
+    def device(self):
+        return resolve_device(self.__dict__.get("device", "cpu"))
+
+    @device.setter
+    def device(self, value):
+        self.__dict__["device"] = value
+
+    def get_params(self, deep=True, **kwargs):
+        params = super().get_params(deep=deep, **kwargs)
+        params["device"] = self.__dict__.get("device", "cpu")
+        return params
+
+    def __setstate__(self, state):
+        requested = state["device"]
+        state["device"] = resolve_device(requested)
+        super().__setstate__(state)
+        self.__dict__["device"] = requested
+
+    # -- skorch hooks ----------------------------------------------------------------------------------
+    def initialize(self):
+        if self.random_state is not None:
+            torch.manual_seed(self.random_state)
+        return super().initialize()
+
+    def get_dataset(self, X, y=None):
+        if isinstance(X, Dataset):
+            return X
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim not in (4, 5):
+            raise ValueError(f"expected images (n, 1, H, W) or triplets (n, 3, 1, H, W), got shape {X.shape}")
+        if X.ndim == 5 and X.shape[1] != 3:
+            raise ValueError(f"triplet input must have 3 images per row, got shape {X.shape}")
+        if X.ndim == 4:
+            if y is None:
+                raise ValueError("single images need writer labels y; pass triplets (n, 3, 1, H, W) to fit without y")
+            y = np.asarray(y, dtype=np.int64)
+            y = embedding_targets(y) if y.ndim == 1 else y
+        return Dataset(X, y)
+
+    def get_iterator(self, dataset, training=False):
+        targets = getattr(dataset, "y", None)
+        if not training or targets is None or np.ndim(targets) != 2:
+            return super().get_iterator(dataset, training=training)
+        seed = int(torch.randint(2**31 - 1, ()).item())
+        sampler = WriterBatchSampler(np.asarray(targets), self.writers_per_batch, self.samples_per_writer, seed)
+        return DataLoader(dataset, batch_sampler=sampler)
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        if y_pred.dim() == 3:
+            return self.criterion_(y_pred[:, 0], y_pred[:, 1], y_pred[:, 2])
+        y_true = y_true.to(y_pred.device)
+        return self.criterion_.online(y_pred, y_true[:, 0], y_true[:, 1].bool())
+
+    # -- estimator API ---------------------------------------------------------------------------------
+    def transform(self, X):
+        """Embed images.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, 1, H, W) or (n, k, 1, H, W), float32
+
+        Returns
+        -------
+        embeddings : ndarray of shape (n, embedding_dim) or (n, k, embedding_dim), float32
+            Unit-norm rows.
+        """
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim == 5:
+            n, k = X.shape[:2]
+            return self.transform(X.reshape(n * k, *X.shape[2:])).reshape(n, k, -1)
+        return self.forward(Dataset(X, None), training=False).numpy()

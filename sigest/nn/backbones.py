@@ -1,0 +1,98 @@
+"""ResNet backbones as a stem and four stages, built from torchvision without downloading weights."""
+
+from torch import nn
+from torchvision.models import resnet18, resnet34, resnet50
+from torchvision.models.resnet import BasicBlock
+
+from .registry import register_backbone
+
+__all__ = ["Backbone", "resnet_tiny"]
+
+
+class Backbone(nn.Module):
+    """A stem followed by stages, exposing the stages for attention to be inserted between them.
+
+    Parameters
+    ----------
+    stem : nn.Module
+        Maps (N, in_channels, H, W) to the first stage's input.
+    stages : sequence of nn.Module
+        Applied in order; stage ``i`` outputs ``stage_channels[i]`` channels.
+    stage_channels : sequence of int
+        Output channels of each stage.
+    """
+
+    def __init__(self, stem, stages, stage_channels):
+        super().__init__()
+        self.stem = stem
+        self.stages = nn.ModuleList(stages)
+        self.stage_channels = list(stage_channels)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+
+def _from_torchvision(builder, in_channels):
+    net = builder(weights=None)
+    conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    stem = nn.Sequential(conv1, net.bn1, net.relu, net.maxpool)
+    stages = [net.layer1, net.layer2, net.layer3, net.layer4]
+    return Backbone(stem, stages, [_out_channels(stage) for stage in stages])
+
+
+def _out_channels(stage):
+    last = stage[-1]
+    return (last.bn3 if hasattr(last, "bn3") else last.bn2).num_features
+
+
+@register_backbone("resnet18")
+def _resnet18(in_channels=1):
+    return _from_torchvision(resnet18, in_channels)
+
+
+@register_backbone("resnet34")
+def _resnet34(in_channels=1):
+    return _from_torchvision(resnet34, in_channels)
+
+
+@register_backbone("resnet50")
+def _resnet50(in_channels=1):
+    return _from_torchvision(resnet50, in_channels)
+
+
+def _stage(in_planes, planes, stride):
+    downsample = None
+    if stride != 1 or in_planes != planes:
+        downsample = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+    return nn.Sequential(BasicBlock(in_planes, planes, stride, downsample))
+
+
+@register_backbone("resnet_tiny")
+def resnet_tiny(in_channels=1, widths=(16, 32, 64, 128)):
+    """A small ResNet for CPU training: one torchvision ``BasicBlock`` per stage, narrow widths.
+
+    Parameters
+    ----------
+    in_channels : int, default=1
+    widths : sequence of 4 int, default=(16, 32, 64, 128)
+        Channels of the four stages.
+
+    Returns
+    -------
+    Backbone
+        (N, in_channels, H, W) -> (N, widths[-1], H / 32, W / 32).
+    """
+    stem = nn.Sequential(
+        nn.Conv2d(in_channels, widths[0], 5, stride=2, padding=2, bias=False),
+        nn.BatchNorm2d(widths[0]),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(3, stride=2, padding=1),
+    )
+    stages, previous = [], widths[0]
+    for i, width in enumerate(widths):
+        stages.append(_stage(previous, width, 1 if i == 0 else 2))
+        previous = width
+    return Backbone(stem, stages, widths)

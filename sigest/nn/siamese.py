@@ -1,0 +1,65 @@
+"""The Siamese network: one shared ResNet embedding every signature of a pair or triplet."""
+
+import torch.nn.functional as F
+from torch import nn
+
+from .registry import get_attention, get_backbone
+
+__all__ = ["SiameseResNet"]
+
+
+class SiameseResNet(nn.Module):
+    """ResNet backbone with spatial attention after chosen stages and an L2-normalised embedding.
+
+    Parameters
+    ----------
+    backbone : str, default="resnet18"
+        Registered backbone name (see :func:`sigest.nn.list_backbones`), built without weights.
+    embedding_dim : int, default=128
+        Size of the embedding.
+    attention : str, default="spatial"
+        Registered attention block inserted after each stage in ``attention_stages``.
+    attention_stages : sequence of int, default=(3, 4)
+        1-based stage numbers followed by attention.
+    in_channels : int, default=1
+        Channels of the input images.
+    dropout : float, default=0.0
+        Dropout before the projection.
+
+    Shape
+    -----
+    - Input: (N, C, H, W) for a batch of images, or (N, k, C, H, W) for pairs (k=2) or triplets
+      (k=3); every image goes through the same weights.
+    - Output: (N, embedding_dim) or (N, k, embedding_dim), each row of unit L2 norm.
+    """
+
+    def __init__(self, backbone="resnet18", embedding_dim=128, attention="spatial", attention_stages=(3, 4),
+                 in_channels=1, dropout=0.0):
+        super().__init__()
+        self.backbone = get_backbone(backbone, in_channels=in_channels)
+        n_stages = len(self.backbone.stages)
+        bad = [s for s in attention_stages if not 1 <= s <= n_stages]
+        if bad:
+            raise ValueError(f"attention_stages must be in 1..{n_stages}, got {bad}")
+        self.attention = nn.ModuleDict({str(s): get_attention(attention) for s in attention_stages})
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.projection = nn.Linear(self.backbone.stage_channels[-1], embedding_dim)
+
+    def embed(self, x):
+        """Embed a batch of images: (N, C, H, W) -> (N, embedding_dim), unit norm."""
+        x = self.backbone.stem(x)
+        for number, stage in enumerate(self.backbone.stages, start=1):
+            x = stage(x)
+            if str(number) in self.attention:
+                x = self.attention[str(number)](x)
+        x = self.dropout(self.pool(x).flatten(1))
+        return F.normalize(self.projection(x), dim=1)
+
+    def forward(self, x):
+        if x.dim() == 5:
+            n, k = x.shape[:2]
+            return self.embed(x.flatten(0, 1)).unflatten(0, (n, k))
+        if x.dim() != 4:
+            raise ValueError(f"expected (N, C, H, W) or (N, k, C, H, W) input, got shape {tuple(x.shape)}")
+        return self.embed(x)

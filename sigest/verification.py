@@ -1,0 +1,380 @@
+"""Verification estimators: a pair classifier on Siamese features and a vote over k references."""
+
+from numbers import Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from .embedder import SiameseEmbedder
+from .preprocessing import PreprocessImage
+
+__all__ = ["LogisticSiameseRegression", "VotingVerifier", "make_verifier", "pair_features", "pairs_to_targets"]
+
+
+def pair_features(embeddings):
+    """Symmetric features of embedded pairs: ``[|a - b|, a * b]``.
+
+    Parameters
+    ----------
+    embeddings : ndarray of shape (n_pairs, 2, d)
+
+    Returns
+    -------
+    features : ndarray of shape (n_pairs, 2 * d)
+    """
+    a, b = embeddings[:, 0], embeddings[:, 1]
+    return np.hstack([np.abs(a - b), a * b])
+
+
+def _as_preprocessed(X, expected):
+    """``X`` as a float32 array of preprocessed images, or a ValueError that says what to do."""
+    try:
+        X = np.asarray(X, dtype=np.float32)
+    except (TypeError, ValueError):
+        X = np.asarray(X, dtype=object)
+    if X.dtype == object or X.ndim != 5:
+        raise ValueError(
+            f"expected preprocessed images of shape {expected}, got an array of shape {X.shape}; "
+            "put a PreprocessImage before this estimator to read paths or raw images"
+        )
+    return X
+
+
+def _image_keys(images):
+    return [image.tobytes() for image in images]
+
+
+def pairs_to_targets(X, y):
+    """Recover images and writer labels from labelled pairs, to train an embedder on duplets.
+
+    Identical images are one image. Genuine pairs (label 1) join their two images into one writer;
+    the questioned image of a forgery pair (label 0) that is never a reference nor in a genuine
+    pair is a skilled forgery of the reference's writer; any other image is genuine.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_pairs, 2, 1, H, W)
+    y : array-like of shape (n_pairs,), 1 genuine pair, 0 forgery
+
+    Returns
+    -------
+    images : ndarray of shape (n_images, 1, H, W)
+    targets : ndarray of shape (n_images, 2), int64, as :func:`sigest.embedder.embedding_targets`
+    """
+    keys = _image_keys(X.reshape(-1, *X.shape[2:]))
+    index, images = {}, []
+    for key, image in zip(keys, X.reshape(-1, *X.shape[2:])):
+        if key not in index:
+            index[key] = len(images)
+            images.append(image)
+    ids = np.array([index[k] for k in keys]).reshape(-1, 2)
+    parent = list(range(len(images)))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    y = np.asarray(y)
+    for a, b in ids[y == 1]:
+        parent[find(a)] = find(b)
+    genuine = np.zeros(len(images), dtype=bool)
+    genuine[ids[:, 0]] = True
+    genuine[ids[y == 1].ravel()] = True
+    writer = np.array([find(i) for i in range(len(images))])
+    for a, b in ids[y == 0]:
+        if not genuine[b]:
+            writer[b] = find(a)
+    codes = np.unique(writer, return_inverse=True)[1]
+    return np.stack(images), np.column_stack([codes, genuine]).astype(np.int64)
+
+
+def _is_fitted_net(net):
+    return getattr(net, "initialized_", False) and len(getattr(net, "history_", [])) > 0
+
+
+class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
+    """Logistic regression on the Siamese features of a (reference, questioned) pair.
+
+    Both images are embedded by the Siamese ``embedder``; the features ``[|a - b|, a * b]`` feed a
+    logistic regression that says whether the questioned signature is by the reference's writer.
+
+    Parameters
+    ----------
+    embedder : SiameseEmbedder or None, default=None
+        The embedding network. None builds ``SiameseEmbedder(random_state=random_state)``. An
+        unfitted embedder is trained on the pairs (writers recovered by :func:`pairs_to_targets`);
+        a fitted one is used as it is, or trained further with ``fine_tune=True``.
+    fine_tune : bool, default=False
+        Train a fitted embedder further on the pairs instead of freezing it.
+    C : float, default=1.0
+        Inverse regularisation strength of the logistic regression.
+    threshold : float, default=0.5
+        ``predict`` says genuine (1) when ``predict_proba(X)[:, 1] >= threshold``; evaluation
+        chooses it on validation writers (:func:`sigest.evaluation.choose_threshold`).
+    random_state : int or None, default=None
+        Seed of the default embedder and of the logistic regression.
+
+    Attributes
+    ----------
+    embedder_ : SiameseEmbedder
+        The embedder used (trained here or given fitted).
+    classifier_ : LogisticRegression
+    classes_ : ndarray of shape (2,)
+        ``[0, 1]``: 0 forgery, 1 genuine.
+
+    Examples
+    --------
+    >>> from sigest.datasets import make_signatures, make_pairs
+    >>> from sigest.preprocessing import PreprocessImage
+    >>> from sigest.embedder import SiameseEmbedder
+    >>> data = make_signatures(n_writers=4, n_genuine=4, n_forged=2, image_size=(48, 96), random_state=0)
+    >>> pairs = make_pairs(data.table, protocol="balanced", n_per_writer=4, random_state=0)
+    >>> X = PreprocessImage(size=(32, 64)).transform(pairs[["reference", "questioned"]])
+    >>> net = SiameseEmbedder(module__backbone="resnet_tiny", max_epochs=1, random_state=0)
+    >>> clf = LogisticSiameseRegression(net, random_state=0).fit(X, pairs.label)
+    >>> clf.predict_proba(X[:3]).shape
+    (3, 2)
+    """
+
+    _parameter_constraints = {
+        "embedder": [HasMethods(["fit", "transform"]), None],
+        "fine_tune": ["boolean"],
+        "C": [Interval(Real, 0, None, closed="neither")],
+        "threshold": [Interval(Real, 0, 1, closed="both")],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, embedder=None, *, fine_tune=False, C=1.0, threshold=0.5, random_state=None):
+        self.embedder = embedder
+        self.fine_tune = fine_tune
+        self.C = C
+        self.threshold = threshold
+        self.random_state = random_state
+
+    def _check_pairs(self, X):
+        X = _as_preprocessed(X, "(n_pairs, 2, 1, H, W)")
+        if X.shape[1] != 2:
+            raise ValueError(f"expected pairs (n_pairs, 2, 1, H, W), got {X.shape}")
+        return X
+
+    def fit(self, X, y):
+        """Fit the embedder if needed, then the logistic regression.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_pairs, 2, 1, H, W)
+            Preprocessed (reference, questioned) pairs.
+        y : array-like of shape (n_pairs,)
+            1 if the questioned signature is a genuine signature of the reference's writer, 0 if
+            it is a forgery.
+
+        Returns
+        -------
+        self : LogisticSiameseRegression
+        """
+        self._validate_params()
+        X = self._check_pairs(X)
+        y = np.asarray(y).astype(int)
+        if set(np.unique(y)) != {0, 1}:
+            raise ValueError(f"y must hold both labels 0 (forgery) and 1 (genuine), got {np.unique(y)}")
+        embedder = self.embedder if self.embedder is not None else SiameseEmbedder(random_state=self.random_state)
+        if _is_fitted_net(embedder) and not self.fine_tune:
+            self.embedder_ = embedder
+        else:
+            images, targets = pairs_to_targets(X, y)
+            if _is_fitted_net(embedder):
+                self.embedder_ = clone(embedder).initialize()
+                self.embedder_.module_.load_state_dict(embedder.module_.state_dict())
+                self.embedder_.partial_fit(images, targets)
+            else:
+                self.embedder_ = clone(embedder).fit(images, targets)
+        self.classifier_ = LogisticRegression(C=self.C, max_iter=1000, random_state=self.random_state)
+        self.classifier_.fit(pair_features(self.embedder_.transform(X)), y)
+        self.classes_ = self.classifier_.classes_
+        return self
+
+    def embed(self, X):
+        """Embeddings of preprocessed images: (n, 1, H, W) -> (n, d), or (n, k, 1, H, W) -> (n, k, d)."""
+        check_is_fitted(self)
+        return self.embedder_.transform(X)
+
+    def proba_from_embeddings(self, embeddings):
+        """Genuine probability of embedded pairs: (n_pairs, 2, d) -> (n_pairs,)."""
+        check_is_fitted(self)
+        return self.classifier_.predict_proba(pair_features(embeddings))[:, 1]
+
+    def decision_function(self, X):
+        """Log-odds that the questioned signature is genuine: (n_pairs, 2, 1, H, W) -> (n_pairs,)."""
+        check_is_fitted(self)
+        return self.classifier_.decision_function(pair_features(self.embed(self._check_pairs(X))))
+
+    def predict_proba(self, X):
+        """Probabilities of shape (n_pairs, 2): column 0 forgery, column 1 genuine."""
+        check_is_fitted(self)
+        return self.classifier_.predict_proba(pair_features(self.embed(self._check_pairs(X))))
+
+    def predict(self, X):
+        """1 (genuine) where the genuine probability reaches ``threshold``, else 0: (n_pairs,)."""
+        return (self.predict_proba(X)[:, 1] >= self.threshold).astype(int)
+
+
+class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
+    """Judge a questioned signature against several genuine references of the claimed writer.
+
+    Each row of ``X`` is ``(questioned, ref_1, ..., ref_k)``. The questioned signature is scored
+    against every reference by the pair ``estimator``; ``voting="soft"`` averages the genuine
+    probabilities, ``voting="hard"`` takes the majority of the per-reference decisions. When the
+    estimator can embed images (``embed`` and ``proba_from_embeddings``, as
+    :class:`LogisticSiameseRegression`), every distinct image is embedded once and reused.
+
+    Parameters
+    ----------
+    estimator : classifier
+        A pair classifier taking (n_pairs, 2, 1, H, W). Cloned and fitted on the rows' pairs in
+        ``fit``; wrap a fitted one in ``sklearn.frozen.FrozenEstimator`` to keep it as it is.
+    voting : {"soft", "hard"}, default="soft"
+    threshold : float, default=0.5
+        Genuine when the mean probability (soft) or the share of genuine votes (hard) reaches it.
+
+    Attributes
+    ----------
+    estimator_ : classifier
+        The fitted pair classifier.
+    classes_ : ndarray of shape (2,)
+    """
+
+    _parameter_constraints = {
+        "estimator": [HasMethods(["fit", "predict_proba"])],
+        "voting": [StrOptions({"soft", "hard"})],
+        "threshold": [Interval(Real, 0, 1, closed="both")],
+    }
+
+    def __init__(self, estimator, *, voting="soft", threshold=0.5):
+        self.estimator = estimator
+        self.voting = voting
+        self.threshold = threshold
+
+    @staticmethod
+    def _check_rows(X):
+        X = _as_preprocessed(X, "(n, 1 + k, 1, H, W) rows (questioned, ref_1, ..., ref_k)")
+        if X.shape[1] < 2:
+            raise ValueError(f"each row needs a questioned signature and at least one reference, got {X.shape}")
+        return X
+
+    @staticmethod
+    def _as_pairs(X):
+        """(n, 1 + k, ...) rows -> (n * k, 2, ...) (reference, questioned) pairs, row-major."""
+        n, m = X.shape[:2]
+        questioned = np.repeat(X[:, :1], m - 1, axis=1)
+        return np.stack([X[:, 1:], questioned], axis=2).reshape(n * (m - 1), 2, *X.shape[2:])
+
+    def fit(self, X, y):
+        """Fit the pair estimator on every (reference, questioned) pair of the rows.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, 1 + k, 1, H, W)
+        y : array-like of shape (n,), 1 genuine questioned signature, 0 forgery
+
+        Returns
+        -------
+        self : VotingVerifier
+        """
+        self._validate_params()
+        X = self._check_rows(X)
+        y = np.asarray(y).astype(int)
+        self.estimator_ = clone(self.estimator).fit(self._as_pairs(X), np.repeat(y, X.shape[1] - 1))
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def reference_probabilities(self, X):
+        """Genuine probability of the questioned signature against each reference: (n, k)."""
+        check_is_fitted(self)
+        X = self._check_rows(X)
+        n, m = X.shape[:2]
+        estimator = self.estimator_
+        if not (hasattr(estimator, "embed") and hasattr(estimator, "proba_from_embeddings")):
+            return estimator.predict_proba(self._as_pairs(X))[:, 1].reshape(n, m - 1)
+        flat = X.reshape(n * m, *X.shape[2:])
+        keys = _image_keys(flat)
+        first = {}
+        for i, key in enumerate(keys):
+            first.setdefault(key, i)
+        unique = sorted(set(first.values()))
+        embedded = estimator.embed(flat[unique])
+        position = {i: j for j, i in enumerate(unique)}
+        E = embedded[[position[first[key]] for key in keys]].reshape(n, m, -1)
+        pairs = np.stack([E[:, 1:], np.repeat(E[:, :1], m - 1, axis=1)], axis=2).reshape(n * (m - 1), 2, -1)
+        return estimator.proba_from_embeddings(pairs).reshape(n, m - 1)
+
+    def predict_proba(self, X):
+        """Combined probabilities of shape (n, 2): column 1 genuine (mean probability or vote share)."""
+        per_reference = self.reference_probabilities(X)
+        if self.voting == "hard":
+            score = (per_reference >= 0.5).mean(axis=1)
+        else:
+            score = per_reference.mean(axis=1)
+        return np.column_stack([1 - score, score])
+
+    def predict(self, X):
+        """1 (genuine) or 0 (forgery) per row: (n,)."""
+        return (self.predict_proba(X)[:, 1] >= self.threshold).astype(int)
+
+
+def make_verifier(
+    size=(150, 220),
+    *,
+    backbone="resnet_tiny",
+    embedding_dim=128,
+    max_epochs=10,
+    lr=1e-3,
+    device="auto",
+    random_state=None,
+    verbose=0,
+    **embedder_params,
+):
+    """The recommended pipeline: ``PreprocessImage`` then ``LogisticSiameseRegression``.
+
+    Parameters
+    ----------
+    size : tuple of int (height, width), default=(150, 220)
+        Preprocessed image size.
+    backbone : str, default="resnet_tiny"
+        Registered backbone (:func:`sigest.nn.list_backbones`).
+    embedding_dim : int, default=128
+    max_epochs : int, default=10
+    lr : float, default=1e-3
+    device : str, default="auto"
+    random_state : int or None, default=None
+    verbose : int, default=0
+    **embedder_params
+        More :class:`SiameseEmbedder` parameters (``callbacks``, ``criterion__margin``, ...).
+
+    Returns
+    -------
+    pipeline : sklearn.pipeline.Pipeline
+        Steps ``"preprocess"`` and ``"verifier"``; ``fit(X, y)`` and ``predict_proba(X)`` take
+        ``X`` of shape (n_pairs, 2) holding (reference, questioned) paths or images.
+    """
+    embedder = SiameseEmbedder(
+        module__backbone=backbone,
+        module__embedding_dim=embedding_dim,
+        max_epochs=max_epochs,
+        lr=lr,
+        device=device,
+        random_state=random_state,
+        verbose=verbose,
+        **embedder_params,
+    )
+    return Pipeline(
+        [
+            ("preprocess", PreprocessImage(size)),
+            ("verifier", LogisticSiameseRegression(embedder, random_state=random_state)),
+        ]
+    )

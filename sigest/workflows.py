@@ -1,0 +1,121 @@
+"""The seed project's functions, kept by name as thin calls to the estimators."""
+
+import numpy as np
+from skorch.callbacks import EarlyStopping, ProgressBar
+from skorch.dataset import Dataset
+from skorch.helper import predefined_split
+from sklearn.frozen import FrozenEstimator
+
+from .datasets import split_writers
+from .embedder import SiameseEmbedder, embedding_targets
+from .preprocessing import PreprocessImage
+from .verification import VotingVerifier, make_verifier
+
+__all__ = ["train_siamese_model", "train_model", "get_predictions_for_single", "perform_voting"]
+
+
+def _items(table):
+    return table["path" if "path" in table.columns else "image"].tolist()
+
+
+def train_siamese_model(table, *, size=(150, 220), valid_writers=0.2, patience=5, progress=True,
+                        random_state=None, **embedder_params):
+    """Train a :class:`SiameseEmbedder` on a signature table, validating on held-out writers.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Signature table (``writer``, ``genuine``, ``path`` or ``image``).
+    size : tuple of int, default=(150, 220)
+    valid_writers : float, int, sequence of str or None, default=0.2
+        Writers kept for validation and early stopping (fraction, count or names); None for none.
+    patience : int, default=5
+        Epochs without validation improvement before stopping.
+    progress : bool, default=True
+        Show a progress bar per epoch.
+    random_state : int or None, default=None
+    **embedder_params
+        :class:`SiameseEmbedder` parameters (``max_epochs``, ``module__backbone``, ...).
+
+    Returns
+    -------
+    embedder : SiameseEmbedder
+        Fitted.
+    """
+    pre = PreprocessImage(size)
+    callbacks = list(embedder_params.pop("callbacks", []))
+    if progress:
+        callbacks.append(ProgressBar())
+    train_split = None
+    if valid_writers is not None:
+        kwargs = {"test_writers": valid_writers} if isinstance(valid_writers, (list, tuple)) else {"test_size": valid_writers}
+        table, valid = split_writers(table, random_state=random_state, **kwargs)
+        valid_set = Dataset(pre.transform(_items(valid)), embedding_targets(valid["writer"], valid["genuine"]))
+        train_split = predefined_split(valid_set)
+        callbacks.append(EarlyStopping(patience=patience, load_best=True))
+    embedder = SiameseEmbedder(train_split=train_split, callbacks=callbacks, random_state=random_state,
+                               **embedder_params)
+    return embedder.fit(pre.transform(_items(table)), embedding_targets(table["writer"], table["genuine"]))
+
+
+def train_model(X, y, **verifier_params):
+    """Fit the recommended pipeline (:func:`make_verifier`) on (reference, questioned) pairs.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_pairs, 2)
+        Paths or images.
+    y : array-like of shape (n_pairs,), 1 genuine, 0 forgery
+    **verifier_params
+        :func:`make_verifier` parameters.
+
+    Returns
+    -------
+    pipeline : sklearn.pipeline.Pipeline
+    """
+    return make_verifier(**verifier_params).fit(X, y)
+
+
+def get_predictions_for_single(model, reference, questioned):
+    """Verify one questioned signature against one reference with a fitted pipeline.
+
+    Returns
+    -------
+    label : int
+        1 genuine, 0 forgery (at the model's threshold).
+    probability : float
+        Probability that the questioned signature is genuine.
+    """
+    X = np.empty((1, 2), dtype=object)
+    X[0] = [reference, questioned]
+    return int(model.predict(X)[0]), float(model.predict_proba(X)[0, 1])
+
+
+def perform_voting(model, questioned, references, *, voting="soft"):
+    """Verify a questioned signature against several references with a fitted pipeline.
+
+    Parameters
+    ----------
+    model : sklearn.pipeline.Pipeline
+        A fitted ``preprocess -> verifier`` pipeline (:func:`make_verifier`).
+    questioned : path or image
+    references : sequence of paths or images
+        Genuine signatures of the claimed writer.
+    voting : {"soft", "hard"}, default="soft"
+
+    Returns
+    -------
+    label : int
+        1 genuine, 0 forgery.
+    probability : float
+        Mean genuine probability (soft) or share of genuine votes (hard).
+    per_reference : ndarray of shape (k,)
+        Genuine probability against each reference: the evidence.
+    """
+    preprocess, verifier = model[:-1], model[-1]
+    row = np.empty((1, 1 + len(references)), dtype=object)
+    row[0] = [questioned, *references]
+    X = preprocess.transform(row)
+    threshold = getattr(verifier, "threshold", 0.5)
+    voter = VotingVerifier(FrozenEstimator(verifier), voting=voting, threshold=threshold).fit(X, [1])
+    return int(voter.predict(X)[0]), float(voter.predict_proba(X)[0, 1]), voter.reference_probabilities(X)[0]

@@ -1,0 +1,184 @@
+import io
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.frozen import FrozenEstimator
+from sklearn.metrics import confusion_matrix
+from sklearn.model_selection import GridSearchCV, GroupKFold
+from sklearn.pipeline import Pipeline
+
+from sigest import (
+    LogisticSiameseRegression,
+    SiameseEmbedder,
+    VotingVerifier,
+    embedding_targets,
+    get_predictions_for_single,
+    make_verifier,
+    perform_voting,
+    train_model,
+    train_siamese_model,
+)
+from sigest.datasets import make_pairs, split_writers, writer_groups
+from sigest.preprocessing import PreprocessImage
+from sigest.verification import pairs_to_targets
+
+SIZE = (32, 64)
+
+
+def tiny_net(**params):
+    params = {"module__backbone": "resnet_tiny", "module__embedding_dim": 16, "max_epochs": 1,
+              "random_state": 0, **params}
+    return SiameseEmbedder(**params)
+
+
+@pytest.fixture(scope="module")
+def pair_data(request):
+    from sigest.datasets import make_signatures
+
+    data = make_signatures(n_writers=6, n_genuine=5, n_forged=3, image_size=(60, 120), random_state=0)
+    pairs = make_pairs(data.table, protocol="balanced", forgeries="both", n_per_writer=6, random_state=0)
+    X = pairs[["reference", "questioned"]].to_numpy()
+    return data, pairs, X, pairs.label.to_numpy()
+
+
+def test_embedder_contract_and_device_auto(pair_data):
+    net = tiny_net()
+    assert net.get_params()["device"] == "auto"
+    assert net.device in ("cpu", "cuda")
+    twin = clone(net)
+    assert twin.get_params()["device"] == "auto" and twin.module__backbone == "resnet_tiny"
+    with pytest.raises(NotFittedError):
+        LogisticSiameseRegression(net).predict(np.zeros((1, 2, 1, 32, 64), np.float32))
+
+
+def test_embedder_fits_on_triplets_and_on_labelled_images(pair_data):
+    data = pair_data[0]
+    images = PreprocessImage(size=SIZE).transform(list(data.images))
+    targets = embedding_targets(data.writer, data.genuine)
+    net = tiny_net().fit(images, targets)
+    assert len(net.history_) == 1 and np.isfinite(net.history_[-1, "train_loss"])
+    assert net.transform(images).shape == (len(images), 16)
+    triplets = np.stack([images[0:5], images[1:6], images[10:15]], axis=1)
+    assert tiny_net().fit(triplets).transform(triplets).shape == (5, 3, 16)
+    with pytest.raises(ValueError, match="writer labels"):
+        tiny_net().fit(images)
+
+
+def test_seeded_cpu_fit_is_repeatable(pair_data):
+    data = pair_data[0]
+    images = PreprocessImage(size=SIZE).transform(list(data.images))
+    targets = embedding_targets(data.writer, data.genuine)
+    a = tiny_net(device="cpu", max_epochs=2).fit(images, targets).transform(images)
+    b = tiny_net(device="cpu", max_epochs=2).fit(images, targets).transform(images)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_pairs_to_targets_recovers_writers_and_forgeries():
+    img = [np.full((1, 2, 2), v, np.float32) for v in range(6)]
+    # writer A: 0, 1; writer B: 2, 3; 4 forges A; 5 is B's genuine used as a random forgery of A
+    X = np.stack([np.stack(p) for p in [(img[0], img[1]), (img[2], img[3]), (img[0], img[4]), (img[1], img[5]),
+                                        (img[3], img[5])]])
+    y = np.array([1, 1, 0, 0, 1])
+    images, targets = pairs_to_targets(X, y)
+    assert len(images) == 6
+    writer, genuine = targets[:, 0], targets[:, 1]
+    assert writer[0] == writer[1] == writer[4] and genuine[4] == 0
+    assert writer[2] == writer[3] == writer[5] != writer[0] and genuine[5] == 1
+
+
+def test_logistic_siamese_regression(pair_data):
+    _, _, X, y = pair_data
+    Xp = PreprocessImage(size=SIZE).transform(X)
+    clf = LogisticSiameseRegression(tiny_net(), random_state=0).fit(Xp, y)
+    assert list(clf.classes_) == [0, 1]
+    proba = clf.predict_proba(Xp)
+    assert proba.shape == (len(y), 2) and np.allclose(proba.sum(axis=1), 1)
+    assert np.array_equal(clf.predict(Xp), (proba[:, 1] >= 0.5).astype(int))
+    assert np.array_equal(clf.decision_function(Xp) > 0, proba[:, 1] > 0.5)
+    # a fitted embedder is reused as it is unless fine_tune
+    frozen = LogisticSiameseRegression(clf.embedder_).fit(Xp, y)
+    assert frozen.embedder_ is clf.embedder_
+    tuned = LogisticSiameseRegression(clf.embedder_, fine_tune=True).fit(Xp, y)
+    assert tuned.embedder_ is not clf.embedder_ and len(tuned.embedder_.history_) == 1
+    with pytest.raises(ValueError, match="PreprocessImage"):
+        clf.fit(X, y)
+
+
+def test_pipeline_grid_search_and_joblib_round_trip(pair_data):
+    _, pairs, X, y = pair_data
+    pipe = make_verifier(size=SIZE, max_epochs=1, embedding_dim=16, random_state=0)
+    assert isinstance(pipe, Pipeline)
+    pipe.fit(X, y)
+    cm = confusion_matrix(y, pipe.predict(X))
+    assert cm.sum() == len(y)
+    buffer = io.BytesIO()
+    joblib.dump(pipe, buffer)
+    buffer.seek(0)
+    loaded = joblib.load(buffer)
+    np.testing.assert_array_equal(loaded.predict_proba(X), pipe.predict_proba(X))
+    search = GridSearchCV(
+        make_verifier(size=SIZE, max_epochs=1, embedding_dim=16, random_state=0),
+        {"preprocess__denoise": [0, 3], "verifier__C": [0.1, 1.0]},
+        cv=GroupKFold(n_splits=2),
+        scoring="roc_auc",
+    )
+    search.fit(X, y, groups=writer_groups(pairs))
+    assert set(search.best_params_) == {"preprocess__denoise", "verifier__C"}
+    assert len(search.cv_results_["mean_test_score"]) == 4
+
+
+def test_voting_verifier_embeds_each_image_once(pair_data):
+    data, _, X, y = pair_data
+    pre = PreprocessImage(size=SIZE)
+    clf = LogisticSiameseRegression(tiny_net(), random_state=0).fit(pre.transform(X), y)
+    refs = list(data.images[:3])
+    rows = pre.transform([[q, *refs] for q in data.images[3:9]])
+    calls = []
+    original = clf.embed
+    clf.embed = lambda images: calls.append(len(images)) or original(images)
+    voter = VotingVerifier(FrozenEstimator(clf)).fit(rows, np.ones(len(rows)))
+    per_ref = voter.reference_probabilities(rows)
+    assert calls == [3 + 6]  # the 3 shared references once, plus the 6 questioned
+    pairs = np.stack([np.stack([rows[i, 1 + j], rows[i, 0]]) for i in range(6) for j in range(3)])
+    np.testing.assert_allclose(per_ref.ravel(), clf.predict_proba(pairs)[:, 1], rtol=1e-5)
+    np.testing.assert_allclose(voter.predict_proba(rows)[:, 1], per_ref.mean(axis=1), rtol=1e-6)
+    hard = VotingVerifier(FrozenEstimator(clf), voting="hard").fit(rows, np.ones(len(rows)))
+    np.testing.assert_allclose(hard.predict_proba(rows)[:, 1], (per_ref >= 0.5).mean(axis=1))
+    with pytest.raises(ValueError, match="voting"):
+        VotingVerifier(clf, voting="max").fit(rows, np.ones(len(rows)))
+
+
+def test_seed_functions(pair_data):
+    data, _, X, y = pair_data
+    model = train_model(X, y, size=SIZE, max_epochs=1, embedding_dim=16, random_state=0)
+    label, proba = get_predictions_for_single(model, data.images[0], data.images[1])
+    assert label in (0, 1) and 0 <= proba <= 1
+    assert proba == pytest.approx(model.predict_proba(data.images[None, :2])[0, 1])
+    label, proba, per_ref = perform_voting(model, data.images[0], list(data.images[1:4]))
+    assert per_ref.shape == (3,) and proba == pytest.approx(per_ref.mean())
+    net = train_siamese_model(data.table, size=SIZE, valid_writers=2, progress=False, random_state=0,
+                              max_epochs=2, module__backbone="resnet_tiny", module__embedding_dim=16)
+    assert "valid_loss" in net.history_[-1]
+
+
+@pytest.mark.slow
+def test_trained_model_beats_chance_and_pixel_distance():
+    """On writers never seen in training, the model separates genuine from skilled-forgery pairs."""
+    from sklearn.metrics import roc_auc_score
+
+    from sigest.datasets import make_signatures
+
+    data = make_signatures(n_writers=70, n_genuine=8, n_forged=6, image_size=(80, 160), random_state=1)
+    train, test = split_writers(data.table, test_size=12, random_state=0)
+    pre = PreprocessImage(size=(64, 96))
+    net = SiameseEmbedder(module__backbone="resnet_tiny", max_epochs=10, lr=3e-3, random_state=0, device="cpu")
+    net.fit(pre.transform(list(train.image)), embedding_targets(train.writer, train.genuine))
+    pairs = make_pairs(test, forgeries="skilled")
+    X = pre.transform(pairs[["reference", "questioned"]])
+    E = net.transform(X)
+    model_auc = roc_auc_score(pairs.label, -np.linalg.norm(E[:, 0] - E[:, 1], axis=1))
+    pixel_auc = roc_auc_score(pairs.label, -np.abs(X[:, 0] - X[:, 1]).mean(axis=(1, 2, 3)))
+    assert model_auc > 0.75 and model_auc > pixel_auc + 0.05, (model_auc, pixel_auc)

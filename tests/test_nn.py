@@ -1,0 +1,103 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sigest.nn import (
+    SiameseResNet,
+    SpatialAttention,
+    TripletLoss,
+    get_backbone,
+    list_attention,
+    list_backbones,
+    list_losses,
+    register_backbone,
+    resnet_tiny,
+)
+from sigest.nn.registry import Registry
+
+
+def test_spatial_attention_preserves_shape_and_passes_gradients():
+    block = SpatialAttention()
+    x = torch.randn(2, 8, 10, 12, requires_grad=True)
+    out = block(x)
+    assert out.shape == x.shape
+    mask = block.mask(x)
+    assert mask.shape == (2, 1, 10, 12) and ((mask > 0) & (mask < 1)).all()
+    out.sum().backward()
+    assert block.conv.weight.grad is not None and block.conv.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="odd"):
+        SpatialAttention(4)
+
+
+def test_siamese_resnet_shares_weights_across_pairs_and_triplets():
+    torch.manual_seed(0)
+    net = SiameseResNet("resnet_tiny", embedding_dim=16).eval()
+    x = torch.rand(3, 1, 40, 60)
+    single = net(x)
+    assert single.shape == (3, 16)
+    torch.testing.assert_close(single.norm(dim=1), torch.ones(3))
+    triplet = net(torch.stack([x, x.flip(0), x], dim=1))
+    assert triplet.shape == (3, 3, 16)
+    torch.testing.assert_close(triplet[:, 0], single)
+    torch.testing.assert_close(triplet[:, 2], single)
+    with pytest.raises(ValueError, match="attention_stages"):
+        SiameseResNet("resnet_tiny", attention_stages=(5,))
+
+
+def test_gradients_flow_through_attention():
+    net = SiameseResNet("resnet_tiny", embedding_dim=8, attention_stages=(2, 4))
+    net(torch.rand(4, 1, 40, 60)).pow(2).sum().backward()
+    for block in net.attention.values():
+        assert block.conv.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50"])
+def test_torchvision_backbones_take_one_channel(name):
+    backbone = get_backbone(name)
+    assert backbone.stem[0].in_channels == 1
+    out = backbone(torch.rand(1, 1, 64, 64))
+    assert out.shape[1] == backbone.stage_channels[-1]
+
+
+def test_triplet_loss_zero_when_separated_positive_otherwise():
+    loss = TripletLoss(margin=0.2)
+    a = torch.tensor([[1.0, 0.0]])
+    assert loss(a, a, -a).item() == 0.0
+    assert loss(a, -a, a).item() == pytest.approx(2.2)
+    cosine = TripletLoss(margin=0.1, distance="cosine")
+    assert cosine(a, a, -a).item() == 0.0 and cosine(a, -a, a).item() > 0
+    with pytest.raises(ValueError, match="distance"):
+        TripletLoss(distance="manhattan")
+
+
+def test_batch_hard_mining_picks_hardest_and_treats_forgeries_as_negatives():
+    e = F.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.95, 0.05], [-1.0, 0.0], [-0.9, -0.1]]), dim=1)
+    writers = torch.tensor([0, 0, 0, 0, 1, 1])
+    genuine = torch.tensor([True, True, True, False, True, True])
+    a, p, n = TripletLoss(mining="batch_hard").mine(e, writers, genuine)
+    assert 3 not in a.tolist()  # forgeries are never anchors
+    row = a.tolist().index(0)
+    assert p[row].item() == 2  # the farthest genuine of writer 0
+    assert n[row].item() == 3  # the closest negative is writer 0's skilled forgery
+    assert TripletLoss().online(e, writers, genuine).item() > 0
+
+
+def test_registry_and_entry_points(monkeypatch):
+    assert {"resnet18", "resnet34", "resnet50", "resnet_tiny"} <= set(list_backbones())
+    assert "spatial" in list_attention() and "triplet" in list_losses()
+    with pytest.raises(ValueError, match="unknown backbone 'nope'"):
+        get_backbone("nope")
+    with pytest.raises(ValueError, match="already registered"):
+        register_backbone("resnet_tiny")(resnet_tiny)
+
+    class FakeEntryPoint:
+        name = "from_plugin"
+
+        def load(self):
+            return lambda in_channels=1: resnet_tiny(in_channels, widths=(8, 8, 8, 8))
+
+    registry = Registry("backbone", "sigest.test-group")
+    monkeypatch.setattr("sigest.nn.registry.entry_points", lambda group: [FakeEntryPoint()])
+    assert registry.names() == ["from_plugin"]
+    assert isinstance(registry.get("from_plugin"), nn.Module)
