@@ -6,12 +6,19 @@ from skorch.dataset import Dataset
 from skorch.helper import predefined_split
 from sklearn.frozen import FrozenEstimator
 
-from .datasets import split_writers
+from .datasets import make_pairs, split_writers
 from .embedder import SiameseEmbedder, embedding_targets
 from .preprocessing import PreprocessImage
-from .verification import VotingVerifier, make_verifier
+from .verification import LogisticSiameseRegression, VotingVerifier, make_verifier
 
-__all__ = ["train_siamese_model", "train_model", "get_predictions_for_single", "perform_voting"]
+__all__ = ["train_siamese_model", "train_model", "train_verifier", "get_predictions_for_single", "perform_voting"]
+
+
+def _split(table, writers, random_state):
+    """Train and held-out tables; ``writers`` a fraction, a count or a list of writer names."""
+    if isinstance(writers, (list, tuple)):
+        return split_writers(table, test_writers=writers)
+    return split_writers(table, test_size=writers, random_state=random_state)
 
 
 def _items(table):
@@ -48,8 +55,7 @@ def train_siamese_model(table, *, size=(150, 220), valid_writers=0.2, patience=5
         callbacks.append(ProgressBar())
     train_split = None
     if valid_writers is not None:
-        kwargs = {"test_writers": valid_writers} if isinstance(valid_writers, (list, tuple)) else {"test_size": valid_writers}
-        table, valid = split_writers(table, random_state=random_state, **kwargs)
+        table, valid = _split(table, valid_writers, random_state)
         valid_set = Dataset(pre.transform(_items(valid)), embedding_targets(valid["writer"], valid["genuine"]))
         train_split = predefined_split(valid_set)
         callbacks.append(EarlyStopping(patience=patience, load_best=True))
@@ -74,6 +80,52 @@ def train_model(X, y, **verifier_params):
     pipeline : sklearn.pipeline.Pipeline
     """
     return make_verifier(**verifier_params).fit(X, y)
+
+
+def train_verifier(table, *, valid_writers=0.2, size=(150, 220), backbone="resnet_tiny", max_epochs=20,
+                   patience=5, progress=True, random_state=0, **embedder_params):
+    """Train the full verifier writer-independently and choose its threshold on validation writers.
+
+    1. Hold out ``valid_writers`` of ``table``; train the embedder on the others with early stopping
+       on the held-out writers (:func:`train_siamese_model`).
+    2. Fit the logistic regression on balanced pairs of the training writers.
+    3. Set the pipeline's threshold to the EER threshold of the validation writers' exhaustive pairs,
+       so that ``predict`` on unseen writers uses a threshold chosen without them.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Signature table with a ``path`` column, of the training writers only.
+    valid_writers : float, int or sequence of str, default=0.2
+    size : tuple of int, default=(150, 220)
+    backbone : str, default="resnet_tiny"
+    max_epochs : int, default=20
+    patience : int, default=5
+    progress : bool, default=True
+    random_state : int, default=0
+    **embedder_params
+        More :class:`SiameseEmbedder` parameters (``lr``, ``device``, ``criterion__margin``, ...).
+
+    Returns
+    -------
+    pipeline : sklearn.pipeline.Pipeline
+        Fitted ``preprocess -> verifier`` with ``verifier__threshold`` set.
+    """
+    from sklearn.pipeline import Pipeline
+
+    from .evaluation import choose_threshold, score_pairs
+
+    train, valid = _split(table, valid_writers, random_state)
+    embedder = train_siamese_model(table, size=size, valid_writers=list(valid["writer"].unique()), patience=patience,
+                                   progress=progress, random_state=random_state, module__backbone=backbone,
+                                   max_epochs=max_epochs, **embedder_params)
+    pipeline = Pipeline([("preprocess", PreprocessImage(size)),
+                         ("verifier", LogisticSiameseRegression(embedder, random_state=random_state))])
+    pairs = make_pairs(train, protocol="balanced", forgeries="both", n_per_writer=40, random_state=random_state)
+    pipeline.fit(pairs[["reference", "questioned"]], pairs["label"])
+    valid_pairs = make_pairs(valid, forgeries="skilled")
+    scores = score_pairs(pipeline, valid_pairs["reference"].tolist(), valid_pairs["questioned"].tolist())
+    return pipeline.set_params(verifier__threshold=choose_threshold(valid_pairs["label"], scores))
 
 
 def get_predictions_for_single(model, reference, questioned):

@@ -1,0 +1,203 @@
+"""Writer-independent evaluation: exhaustive pairs of unseen writers, scored, measured and plotted."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.frozen import FrozenEstimator
+from sklearn.utils import Bunch, check_random_state
+
+from .datasets import make_pairs
+from .metrics import build_confusion_matrix, equal_error_rate, far_frr, per_writer_eer, roc_auc
+from .verification import VotingVerifier
+
+__all__ = ["score_pairs", "choose_threshold", "threshold_metrics", "voting_scores", "evaluate"]
+
+
+def _preprocessed(model, items):
+    """Preprocess each distinct item once: (array of shape (n_unique, 1, H, W), item -> row index)."""
+    unique = list(dict.fromkeys(items))
+    return model[:-1].transform(unique), {item: i for i, item in enumerate(unique)}
+
+
+def score_pairs(model, references, questioned):
+    """Genuine probability of each (reference, questioned) pair, preprocessing and embedding each image once.
+
+    Parameters
+    ----------
+    model : sklearn.pipeline.Pipeline
+        Fitted ``preprocess -> verifier`` pipeline.
+    references, questioned : sequence of paths of length n_pairs
+
+    Returns
+    -------
+    scores : ndarray of shape (n_pairs,)
+    """
+    images, index = _preprocessed(model, list(references) + list(questioned))
+    ref_idx = np.array([index[r] for r in references])
+    q_idx = np.array([index[q] for q in questioned])
+    verifier = model[-1]
+    if hasattr(verifier, "embed") and hasattr(verifier, "proba_from_embeddings"):
+        E = verifier.embed(images)
+        return verifier.proba_from_embeddings(np.stack([E[ref_idx], E[q_idx]], axis=1))
+    return verifier.predict_proba(np.stack([images[ref_idx], images[q_idx]], axis=1))[:, 1]
+
+
+def choose_threshold(y_true, scores):
+    """The EER threshold of validation scores, to apply unchanged to test writers."""
+    return equal_error_rate(y_true, scores)[1]
+
+
+def threshold_metrics(scores, kinds, threshold):
+    """FRR, FAR (skilled and random) and accuracy (genuine vs skilled) at one threshold.
+
+    Parameters
+    ----------
+    scores : ndarray of shape (n,)
+    kinds : ndarray of shape (n,), "genuine", "skilled" or "random"
+    threshold : float
+    """
+    scores, kinds = np.asarray(scores), np.asarray(kinds)
+    far_skilled, frr = far_frr(scores[kinds == "genuine"], scores[kinds == "skilled"], threshold)
+    far_random, _ = far_frr(scores[kinds == "genuine"], scores[kinds == "random"], threshold)
+    mask = kinds != "random"
+    accuracy = float(np.mean((scores[mask] >= threshold) == (kinds[mask] == "genuine")))
+    return {"threshold": float(threshold), "FRR": frr, "FAR_skilled": far_skilled, "FAR_random": far_random,
+            "accuracy": accuracy}
+
+
+def voting_scores(model, table, k, *, voting="soft", random_state=0):
+    """Score each writer's questioned signatures against ``k`` of its genuine references.
+
+    For each writer with more than ``k`` genuine signatures, ``k`` are drawn as references; the
+    other genuine signatures and all its skilled forgeries are questioned with a
+    :class:`VotingVerifier` over the fitted pipeline's verifier.
+
+    Returns
+    -------
+    votes : pandas.DataFrame
+        Columns ``writer``, ``label`` (1 genuine, 0 skilled forgery) and ``score``.
+    """
+    rng = check_random_state(random_state)
+    rows, labels, writers = [], [], []
+    for writer, group in table.groupby("writer", sort=True):
+        genuine = group.loc[group["genuine"], "path"].tolist()
+        if len(genuine) <= k:
+            continue
+        order = rng.permutation(len(genuine))
+        refs = [genuine[i] for i in order[:k]]
+        questioned = [genuine[i] for i in order[k:]] + group.loc[~group["genuine"], "path"].tolist()
+        rows += [[q, *refs] for q in questioned]
+        labels += [1] * (len(genuine) - k) + [0] * (len(questioned) - len(genuine) + k)
+        writers += [writer] * len(questioned)
+    if not rows:
+        return pd.DataFrame(columns=["writer", "label", "score"])
+    images, index = _preprocessed(model, [item for row in rows for item in row])
+    X = images[np.array([[index[item] for item in row] for row in rows])]
+    voter = VotingVerifier(FrozenEstimator(model[-1]), voting=voting).fit(X[:1], [1])
+    return pd.DataFrame({"writer": writers, "label": labels, "score": voter.predict_proba(X)[:, 1]})
+
+
+def evaluate(model, table, *, writers=None, threshold=None, n_random_per_writer=None, ks=(1, 3, 5, 10),
+             out_dir=None, random_state=0):
+    """Writer-independent evaluation of a fitted pipeline on unseen writers.
+
+    Builds the exhaustive pairs of every test writer (every genuine/genuine and genuine/skilled
+    pair, plus random forgeries from other test writers), scores them and measures: EER with a
+    global threshold and with per-writer thresholds, AUC (skilled forgeries), FRR/FAR/accuracy at
+    ``threshold`` (chosen on validation writers) and at the test-oracle EER threshold, and the
+    EER of k-reference voting for each k in ``ks``.
+
+    Parameters
+    ----------
+    model : sklearn.pipeline.Pipeline
+        Fitted ``preprocess -> verifier`` pipeline.
+    table : pandas.DataFrame
+        Signature table with a ``path`` column.
+    writers : sequence of str or None
+        Test writers; None uses every writer of the table (which must be unseen by the model).
+    threshold : float or None
+        Decision threshold chosen on validation writers; None takes the model's own
+        (``model[-1].threshold``).
+    n_random_per_writer : int or None
+        Random-forgery pairs per writer (see :func:`sigest.datasets.make_pairs`).
+    ks : sequence of int, default=(1, 3, 5, 10)
+        Reference counts for the voting evaluation.
+    out_dir : str, path-like or None
+        Folder for ``scores.csv``, ``per_writer.csv``, ``metrics.csv``, ``roc.png``,
+        ``histogram.png`` and ``confusion_matrix.png``; None writes nothing.
+    random_state : int, default=0
+
+    Returns
+    -------
+    report : sklearn.utils.Bunch
+        ``metrics`` (dict), ``per_writer`` (DataFrame), ``scores`` (DataFrame of the pairs with a
+        ``score`` column), ``voting`` (DataFrame of EER per k), ``threshold`` (float).
+    """
+    pairs = make_pairs(table, protocol="exhaustive", forgeries="both", n_random_per_writer=n_random_per_writer,
+                       writers=writers, random_state=random_state)
+    pairs["score"] = score_pairs(model, pairs["reference"].tolist(), pairs["questioned"].tolist())
+    if threshold is None:
+        threshold = float(getattr(model[-1], "threshold", 0.5))
+    skilled = pairs[pairs["kind"] != "random"]
+    eer, eer_threshold = equal_error_rate(skilled["label"], skilled["score"])
+    metrics = {
+        "n_writers": int(pairs["writer"].nunique()),
+        "n_pairs": len(pairs),
+        "EER": eer,
+        "EER_per_writer": per_writer_eer(skilled["label"], skilled["score"], skilled["writer"]),
+        "AUC": roc_auc(skilled["label"], skilled["score"]),
+        **{f"{k}@chosen": v for k, v in threshold_metrics(pairs["score"], pairs["kind"], threshold).items()},
+        **{f"{k}@oracle_EER": v for k, v in threshold_metrics(pairs["score"], pairs["kind"], eer_threshold).items()},
+    }
+    per_writer = pd.DataFrame(
+        [
+            {"writer": w, "EER": equal_error_rate(g["label"], g["score"])[0] if g["label"].nunique() == 2 else np.nan,
+             **threshold_metrics(pairs.loc[g.index, "score"], pairs.loc[g.index, "kind"], threshold)}
+            for w, g in skilled.groupby("writer", sort=True)
+        ]
+    )
+    test_table = table if writers is None else table[table["writer"].astype(str).isin([str(w) for w in writers])]
+    voting = []
+    for k in ks:
+        votes = voting_scores(model, test_table, k, random_state=random_state)
+        if votes["label"].nunique() == 2:
+            voting.append({"k": k, "n_questioned": len(votes), "EER": equal_error_rate(votes["label"], votes["score"])[0],
+                           "AUC": roc_auc(votes["label"], votes["score"])})
+    report = Bunch(metrics=metrics, per_writer=per_writer, scores=pairs, voting=pd.DataFrame(voting),
+                   threshold=threshold)
+    if out_dir is not None:
+        _write_report(report, Path(out_dir))
+    return report
+
+
+def _write_report(report, out):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import RocCurveDisplay
+
+    out.mkdir(parents=True, exist_ok=True)
+    scores = report.scores
+    scores.to_csv(out / "scores.csv", index=False)
+    report.per_writer.to_csv(out / "per_writer.csv", index=False)
+    report.voting.to_csv(out / "voting.csv", index=False)
+    pd.Series(report.metrics).to_csv(out / "metrics.csv", header=["value"])
+    skilled = scores[scores["kind"] != "random"]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    RocCurveDisplay.from_predictions(skilled["label"], skilled["score"], ax=ax, name="skilled forgeries")
+    ax.set_title(f"ROC, EER {100 * report.metrics['EER']:.2f} %")
+    fig.savefig(out / "roc.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for kind, colour in (("genuine", "tab:green"), ("skilled", "tab:red"), ("random", "tab:gray")):
+        ax.hist(scores.loc[scores["kind"] == kind, "score"], bins=40, range=(0, 1), alpha=0.5, label=kind,
+                color=colour, density=True)
+    ax.axvline(report.threshold, color="k", linestyle="--", label="threshold")
+    ax.set_xlabel("genuine probability")
+    ax.legend()
+    fig.savefig(out / "histogram.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    build_confusion_matrix(skilled["label"], (skilled["score"] >= report.threshold).astype(int),
+                           path=out / "confusion_matrix.png", title="Genuine vs skilled, chosen threshold")

@@ -1,0 +1,125 @@
+"""The field's metrics (FAR, FRR, EER, AUC), accuracy and the confusion matrix, plus scorers.
+
+Scores are genuine probabilities (higher = more likely genuine); a signature is accepted as
+genuine when its score is at or above the threshold. Follows luizgh/sigver ``wd/metrics.py``.
+"""
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, make_scorer, roc_auc_score, roc_curve
+
+__all__ = [
+    "calculate_accuracy",
+    "build_confusion_matrix",
+    "far_frr",
+    "equal_error_rate",
+    "per_writer_eer",
+    "roc_auc",
+    "eer_scorer",
+    "SCORERS",
+]
+
+
+def calculate_accuracy(y_true, y_pred):
+    """Share of correct decisions: float in [0, 1]."""
+    return float(accuracy_score(y_true, y_pred))
+
+
+def build_confusion_matrix(y_true, y_pred, *, normalize="true", path=None, title="Confusion matrix"):
+    """Confusion matrix of forgery (0) / genuine (1) decisions, optionally plotted to a PNG.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (n,)
+    normalize : {"true", "pred", "all"} or None, default="true"
+        As in :func:`sklearn.metrics.confusion_matrix`; "true" gives per-class rates.
+    path : str, path-like or None
+        Where to save the plot (PNG); None draws nothing.
+    title : str
+
+    Returns
+    -------
+    matrix : ndarray of shape (2, 2)
+        Rows true class, columns predicted class, order (forgery, genuine).
+    """
+    matrix = confusion_matrix(y_true, y_pred, labels=[0, 1], normalize=normalize)
+    if path is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from sklearn.metrics import ConfusionMatrixDisplay
+
+        display = ConfusionMatrixDisplay(matrix, display_labels=["forgery", "genuine"])
+        display.plot(cmap="Blues", values_format=".3f" if normalize else "d", colorbar=False)
+        display.ax_.set_title(title)
+        display.figure_.savefig(path, dpi=100, bbox_inches="tight")
+        import matplotlib.pyplot as plt
+
+        plt.close(display.figure_)
+    return matrix
+
+
+def far_frr(genuine_scores, forgery_scores, threshold):
+    """False acceptance and false rejection rates at ``threshold``.
+
+    Returns
+    -------
+    far : float
+        Share of forgeries scored at or above the threshold (accepted).
+    frr : float
+        Share of genuine signatures scored below the threshold (rejected).
+    """
+    genuine_scores, forgery_scores = np.asarray(genuine_scores), np.asarray(forgery_scores)
+    far = float(np.mean(forgery_scores >= threshold)) if forgery_scores.size else float("nan")
+    frr = float(np.mean(genuine_scores < threshold)) if genuine_scores.size else float("nan")
+    return far, frr
+
+
+def equal_error_rate(y_true, scores):
+    """Equal error rate: where FAR equals FRR on the ROC curve.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n,), 1 genuine, 0 forgery
+    scores : array-like of shape (n,), higher means genuine
+
+    Returns
+    -------
+    eer : float
+        Mean of FAR and FRR at the ROC point where they are closest.
+    threshold : float
+        The score threshold at that point.
+    """
+    fpr, tpr, thresholds = roc_curve(y_true, scores)
+    fnr = 1 - tpr
+    i = int(np.nanargmin(np.abs(fnr - fpr)))
+    return float((fpr[i] + fnr[i]) / 2), float(min(thresholds[i], 1.0))
+
+
+def per_writer_eer(y_true, scores, writers):
+    """Mean EER with one threshold per writer (writer-dependent thresholds), as in sigver.
+
+    Writers lacking genuine or forgery scores are skipped.
+    """
+    y_true, scores, writers = np.asarray(y_true), np.asarray(scores), np.asarray(writers)
+    rates = [
+        equal_error_rate(y_true[writers == w], scores[writers == w])[0]
+        for w in np.unique(writers)
+        if len(np.unique(y_true[writers == w])) == 2
+    ]
+    return float(np.mean(rates)) if rates else float("nan")
+
+
+def roc_auc(y_true, scores):
+    """Area under the ROC curve of genuine-vs-forgery scores."""
+    return float(roc_auc_score(y_true, scores))
+
+
+def _eer_only(y_true, scores):
+    return equal_error_rate(y_true, scores)[0]
+
+
+eer_scorer = make_scorer(_eer_only, greater_is_better=False, response_method="predict_proba")
+"""Scorer for ``GridSearchCV(scoring=eer_scorer)``: the negated EER of ``predict_proba[:, 1]``."""
+
+SCORERS = {"eer": eer_scorer, "roc_auc": "roc_auc", "accuracy": "accuracy"}
+"""Scorers by name, for ``GridSearchCV(scoring=SCORERS, refit="eer")``."""
