@@ -89,7 +89,7 @@ def equal_error_rate(y_true, scores):
     threshold : float
         The score threshold at that point.
     """
-    fpr, tpr, thresholds = roc_curve(y_true, scores)
+    fpr, tpr, thresholds = roc_curve(y_true, scores, drop_intermediate=False)
     fnr = 1 - tpr
     i = int(np.nanargmin(np.abs(fnr - fpr)))
     return float((fpr[i] + fnr[i]) / 2), float(min(thresholds[i], 1.0))

@@ -1,0 +1,177 @@
+"""The ``sigest`` command: demo, train, evaluate, verify.
+
+Exit status: 0 success (``verify``: GENUINE), 1 ``verify`` said FORGED, 2 unusable input or options.
+"""
+
+import argparse
+import pickle
+import sys
+from pathlib import Path
+
+import joblib
+import numpy as np
+
+EXIT_GENUINE, EXIT_FORGED, EXIT_ERROR = 0, 1, 2
+
+
+class CommandError(Exception):
+    """A one-line problem with the user's input."""
+
+
+def _load_model(path):
+    from sklearn.pipeline import Pipeline
+
+    path = Path(path)
+    if not path.is_file():
+        raise CommandError(f"model file not found: {path}")
+    try:
+        model = joblib.load(path)
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, AttributeError, ImportError, IndexError) as exc:
+        raise CommandError(f"{path} is not a sigest model ({type(exc).__name__})") from None
+    if not (isinstance(model, Pipeline) and hasattr(model[-1], "proba_from_embeddings")):
+        raise CommandError(f"{path} is not a sigest model (it holds a {type(model).__name__})")
+    return model
+
+
+def _print_metrics(report):
+    m = report.metrics
+    print(f"writers {m['n_writers']}, pairs {m['n_pairs']}")
+    print(f"EER (global threshold)     {100 * m['EER']:6.2f} %")
+    print(f"EER (per-writer threshold) {100 * m['EER_per_writer']:6.2f} %")
+    print(f"AUC                        {m['AUC']:.4f}")
+    for where in ("chosen", "oracle_EER"):
+        print(f"at {where:10s} threshold {m[f'threshold@{where}']:.3f}: FRR {100 * m[f'FRR@{where}']:.2f} %, "
+              f"FAR skilled {100 * m[f'FAR_skilled@{where}']:.2f} %, FAR random {100 * m[f'FAR_random@{where}']:.2f} %, "
+              f"accuracy {100 * m[f'accuracy@{where}']:.2f} %")
+    for row in report.voting.itertuples():
+        print(f"voting k={row.k:2d}: EER {100 * row.EER:.2f} %, AUC {row.AUC:.4f} ({row.n_questioned} questioned)")
+
+
+def _train(args, table):
+    from .workflows import train_verifier
+
+    return train_verifier(table, valid_writers=args.valid_size, size=tuple(args.size), backbone=args.backbone,
+                          max_epochs=args.epochs, device=args.device, random_state=args.seed,
+                          progress=not args.quiet, lr=args.lr)
+
+
+def cmd_train(args):
+    from .datasets import load_signatures, split_writers
+
+    table = load_signatures(args.data)
+    if args.test_writers:
+        table, _ = split_writers(table, test_writers=args.test_writers)
+    model = _train(args, table)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    joblib.dump(model, args.out)
+    print(f"trained on {table['writer'].nunique()} writers; threshold {model[-1].threshold:.3f}; saved {args.out}")
+    return 0
+
+
+def cmd_evaluate(args):
+    from .datasets import load_signatures
+    from .evaluation import evaluate
+
+    model = _load_model(args.model)
+    table = load_signatures(args.data)
+    report = evaluate(model, table, writers=args.writers, out_dir=args.out, ks=args.k)
+    _print_metrics(report)
+    if args.out:
+        print(f"report written to {args.out}")
+    return 0
+
+
+def cmd_verify(args):
+    from .preprocessing import read_grayscale
+    from .workflows import perform_voting
+
+    model = _load_model(args.model)
+    for path in [*args.reference, args.questioned]:
+        read_grayscale(path)
+    label, probability, per_reference = perform_voting(model, args.questioned, args.reference, voting=args.voting)
+    verdict = "GENUINE" if label == 1 else "FORGED"
+    print(f"{verdict} probability_genuine={probability:.4f} threshold={model[-1].threshold:.4f} "
+          f"per_reference={np.round(per_reference, 4).tolist()}")
+    return EXIT_GENUINE if label == 1 else EXIT_FORGED
+
+
+def cmd_demo(args):
+    from .datasets import load_signatures, make_signatures, save_signatures, split_writers
+    from .evaluation import evaluate
+
+    out = Path(args.out)
+    print(f"generating {args.writers} synthetic writers in {out / 'data'}")
+    data = make_signatures(n_writers=args.writers, n_genuine=10, n_forged=6, image_size=(100, 200),
+                           random_state=args.seed)
+    table = load_signatures(save_signatures(data, out / "data"))
+    train, test = split_writers(table, test_size=0.2, random_state=args.seed)
+    print(f"training on {train['writer'].nunique()} writers, testing on {test['writer'].nunique()} unseen writers")
+    model = _train(args, train)
+    joblib.dump(model, out / "model.joblib")
+    report = evaluate(model, test, out_dir=out / "report", ks=(1, 3, 5))
+    _print_metrics(report)
+    print(f"model {out / 'model.joblib'}, report {out / 'report'}")
+    return 0
+
+
+def _training_options(parser, epochs):
+    parser.add_argument("--epochs", type=int, default=epochs, help="maximum training epochs (default %(default)s)")
+    parser.add_argument("--size", type=int, nargs=2, default=(96, 144), metavar=("H", "W"),
+                        help="preprocessed image size (default %(default)s)")
+    parser.add_argument("--backbone", default="resnet_tiny", help="registered backbone (default %(default)s)")
+    parser.add_argument("--lr", type=float, default=3e-3, help="learning rate (default %(default)s)")
+    parser.add_argument("--valid-size", type=float, default=0.2,
+                        help="share of training writers held out for early stopping and the threshold")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="sigest", description="Offline handwritten signature verification.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="generate synthetic signatures, train, evaluate on unseen writers")
+    demo.add_argument("--out", default="sigest-demo", help="output folder (default %(default)s)")
+    demo.add_argument("--writers", type=int, default=60, help="synthetic writers (default %(default)s)")
+    _training_options(demo, epochs=10)
+    demo.set_defaults(func=cmd_demo)
+
+    train = sub.add_parser("train", help="train a verifier on a signature folder")
+    train.add_argument("data", help="signature folder (CEDAR, BHSig260, SigComp or generic layout)")
+    train.add_argument("--out", required=True, help="model file to write (joblib)")
+    train.add_argument("--test-writers", nargs="+", help="writers to leave out entirely (kept for testing)")
+    _training_options(train, epochs=20)
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="writer-independent evaluation of a model on a signature folder")
+    ev.add_argument("model", help="model file written by 'sigest train'")
+    ev.add_argument("data", help="signature folder")
+    ev.add_argument("--writers", nargs="+", help="test writers (default: every writer in the folder)")
+    ev.add_argument("--out", help="report folder (CSV and PNG files)")
+    ev.add_argument("--k", type=int, nargs="+", default=[1, 3, 5, 10], help="reference counts for voting")
+    ev.set_defaults(func=cmd_evaluate)
+
+    verify = sub.add_parser("verify", help="verify a questioned signature against genuine references")
+    verify.add_argument("model", help="model file written by 'sigest train'")
+    verify.add_argument("--reference", nargs="+", required=True, help="genuine reference images")
+    verify.add_argument("--questioned", required=True, help="the questioned image")
+    verify.add_argument("--voting", choices=["soft", "hard"], default="soft")
+    verify.set_defaults(func=cmd_verify)
+    return parser
+
+
+def main(argv=None):
+    """Run the ``sigest`` command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    from .preprocessing import ImageReadError
+
+    try:
+        return args.func(args)
+    except (CommandError, FileNotFoundError, ImageReadError, ValueError) as exc:
+        print(f"sigest: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

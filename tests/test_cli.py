@@ -1,0 +1,62 @@
+import joblib
+import pytest
+
+from sigest.cli import main
+from sigest.datasets import load_signatures, make_signatures, save_signatures
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    data = make_signatures(n_writers=7, n_genuine=5, n_forged=2, image_size=(60, 120), random_state=0)
+    save_signatures(data, root / "data")
+    model = root / "model.joblib"
+    status = main(["train", str(root / "data"), "--out", str(model), "--epochs", "1", "--size", "32", "64",
+                   "--test-writers", "w005", "w006", "--quiet"])
+    assert status == 0
+    return root, model
+
+
+def test_train_saves_a_pipeline_scoring_path_pairs(trained):
+    root, model_path = trained
+    model = joblib.load(model_path)
+    table = load_signatures(root / "data")
+    X = table[["path", "path"]].to_numpy()[:4]
+    proba = model.predict_proba(X)
+    assert proba.shape == (4, 2) and 0 < model[-1].threshold < 1
+
+
+def test_evaluate_writes_report(trained, capsys):
+    root, model = trained
+    status = main(["evaluate", str(model), str(root / "data"), "--writers", "w005", "w006",
+                   "--out", str(root / "report"), "--k", "1", "3"])
+    assert status == 0
+    assert "EER (global threshold)" in capsys.readouterr().out
+    assert (root / "report" / "roc.png").is_file()
+
+
+def test_verify_exit_status_says_the_verdict(trained, capsys):
+    root, model = trained
+    refs = sorted(str(p) for p in (root / "data" / "w005" / "genuine").glob("*.png"))
+    forged = sorted(str(p) for p in (root / "data" / "w005" / "forged").glob("*.png"))
+    status = main(["verify", str(model), "--reference", *refs[:3], "--questioned", forged[0]])
+    out = capsys.readouterr().out
+    assert status in (0, 1) and out.startswith("GENUINE" if status == 0 else "FORGED")
+
+
+def test_bad_input_is_one_line_and_status_2(trained, tmp_path, capsys):
+    root, model = trained
+    refs = [str(next((root / "data" / "w005" / "genuine").glob("*.png")))]
+    assert main(["verify", str(model), "--reference", *refs, "--questioned", str(tmp_path / "nope.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sigest: error: image file not found") and err.count("\n") == 1
+    junk = tmp_path / "junk.joblib"
+    junk.write_bytes(b"not a model")
+    assert main(["verify", str(junk), "--reference", *refs, "--questioned", refs[0]]) == 2
+    assert "not a sigest model" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["evaluate", str(model), str(tmp_path / "empty")]) == 2
+    assert "no image files" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["verify", str(model), "--questioned", refs[0]])
+    assert exit_info.value.code == 2

@@ -1,0 +1,111 @@
+import numpy as np
+import pytest
+from sklearn.model_selection import GridSearchCV, GroupKFold
+
+from sigest import make_verifier
+from sigest.datasets import load_signatures, make_pairs, make_signatures, save_signatures, split_writers, writer_groups
+from sigest.evaluation import choose_threshold, evaluate, threshold_metrics
+from sigest.metrics import (
+    build_confusion_matrix,
+    calculate_accuracy,
+    eer_scorer,
+    equal_error_rate,
+    far_frr,
+    per_writer_eer,
+    roc_auc,
+)
+
+
+def test_far_frr_and_eer_on_known_scores():
+    genuine = np.array([0.9, 0.8, 0.7, 0.4])
+    forged = np.array([0.1, 0.2, 0.3, 0.75])
+    far, frr = far_frr(genuine, forged, 0.5)
+    assert far == 0.25 and frr == 0.25
+    y = np.r_[np.ones(4), np.zeros(4)]
+    eer, threshold = equal_error_rate(y, np.r_[genuine, forged])
+    assert eer == pytest.approx(0.25)
+    assert far_frr(genuine, forged, threshold) == (0.25, 0.25)
+    assert equal_error_rate(y, np.r_[genuine + 1, forged])[0] == 0.0
+    assert roc_auc(y, np.r_[genuine, forged]) == pytest.approx(14 / 16)
+
+
+def test_per_writer_eer_uses_one_threshold_per_writer():
+    # each writer separable at its own threshold, not at a common one
+    y = np.array([1, 1, 0, 0, 1, 1, 0, 0])
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.2, 0.1])
+    writers = np.array(["a"] * 4 + ["b"] * 4)
+    assert per_writer_eer(y, scores, writers) == 0.0
+    assert equal_error_rate(y, scores)[0] > 0
+
+
+def test_accuracy_and_confusion_matrix_plot(tmp_path):
+    y, pred = [1, 1, 0, 0], [1, 0, 0, 0]
+    assert calculate_accuracy(y, pred) == 0.75
+    matrix = build_confusion_matrix(y, pred, path=tmp_path / "cm.png")
+    np.testing.assert_allclose(matrix, [[1.0, 0.0], [0.5, 0.5]])
+    assert (tmp_path / "cm.png").stat().st_size > 1000
+
+
+def test_threshold_metrics_by_kind():
+    scores = np.array([0.9, 0.3, 0.6, 0.1, 0.7])
+    kinds = np.array(["genuine", "genuine", "skilled", "skilled", "random"])
+    m = threshold_metrics(scores, kinds, 0.5)
+    assert m["FRR"] == 0.5 and m["FAR_skilled"] == 0.5 and m["FAR_random"] == 1.0 and m["accuracy"] == 0.5
+    assert choose_threshold([1, 1, 0, 0], [0.9, 0.8, 0.2, 0.1]) >= 0.8
+
+
+@pytest.fixture(scope="module")
+def folder_and_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("signatures")
+    data = make_signatures(n_writers=8, n_genuine=6, n_forged=3, image_size=(60, 120), random_state=0)
+    table = load_signatures(save_signatures(data, root))
+    train, test = split_writers(table, test_size=3, random_state=0)
+    pairs = make_pairs(train, protocol="balanced", forgeries="both", n_per_writer=6, random_state=0)
+    model = make_verifier(size=(32, 64), max_epochs=1, embedding_dim=16, random_state=0)
+    model.fit(pairs[["reference", "questioned"]], pairs["label"])
+    return root, table, train, test, model
+
+
+def test_eer_scorer_in_grid_search(folder_and_model):
+    _, _, train, _, _ = folder_and_model
+    pairs = make_pairs(train, protocol="balanced", forgeries="both", n_per_writer=6, random_state=0)
+    search = GridSearchCV(make_verifier(size=(32, 64), max_epochs=1, embedding_dim=16, random_state=0),
+                          {"verifier__C": [0.1, 1.0]}, scoring=eer_scorer, cv=GroupKFold(n_splits=2))
+    search.fit(pairs[["reference", "questioned"]], pairs["label"], groups=writer_groups(pairs))
+    assert np.all(search.cv_results_["mean_test_score"] <= 0)
+
+
+def test_writer_independent_report(folder_and_model, tmp_path):
+    _, _, _, test, model = folder_and_model
+    report = evaluate(model, test, threshold=0.5, n_random_per_writer=5, ks=(1, 3), out_dir=tmp_path)
+    # exhaustive protocol: per writer C(6, 2) = 15 G-G, 6 x 3 = 18 G-F, plus 5 random
+    assert report.metrics["n_pairs"] == 3 * (15 + 18 + 5)
+    assert set(report.scores["kind"]) == {"genuine", "skilled", "random"}
+    assert 0 <= report.metrics["EER"] <= 1 and report.metrics["threshold@chosen"] == 0.5
+    assert len(report.per_writer) == 3 and list(report.voting["k"]) == [1, 3]
+    for name in ("scores.csv", "per_writer.csv", "metrics.csv", "roc.png", "histogram.png", "confusion_matrix.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_benchmark_protocol_pair_counts(tmp_path):
+    """The SigComp benchmark's split and pair counts on a tiny folder of the same layout."""
+    import importlib.util
+    from pathlib import Path
+
+    from conftest import write_png
+
+    page = np.full((30, 60), 240, np.uint8)
+    page[10:20, 5:55] = 20
+    for w in range(1, 13):
+        for i in range(4):
+            write_png(tmp_path / f"{w:03d}" / f"{w:03d}_{i:02d}.png", page)
+        for i in range(2):
+            write_png(tmp_path / f"{w:03d}_forg" / f"0201{w:03d}_{i:02d}.png", page)
+    spec = importlib.util.spec_from_file_location("bench", Path(__file__).parents[1] / "benchmarks" / "sigcomp2011_dutch.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    table = load_signatures(tmp_path)
+    test_writers = bench.test_writers_of(table)
+    assert test_writers == [f"{w:03d}" for w in range(3, 13)]
+    pairs = make_pairs(table, writers=test_writers, forgeries="skilled")
+    assert len(pairs) == 10 * (6 + 8)  # C(4, 2) genuine pairs and 4 x 2 skilled pairs per writer
