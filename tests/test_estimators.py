@@ -171,20 +171,21 @@ def test_trained_model_beats_chance_and_pixel_distance():
 
     from sigest.datasets import make_signatures
 
-    data = make_signatures(n_writers=70, n_genuine=8, n_forged=6, image_size=(80, 160), random_state=0)
-    train, test = split_writers(data.table, test_size=12, random_state=0)
-    pre = PreprocessImage(size=(64, 96))
+    data = make_signatures(n_writers=150, n_genuine=6, n_forged=4, image_size=(60, 120), random_state=0)
+    train, test = split_writers(data.table, test_size=15, random_state=0)
+    pre = PreprocessImage(size=(48, 96))
     pairs = make_pairs(test, forgeries="skilled")
     X = pre.transform(pairs[["reference", "questioned"]])
 
     def auc(E):
         return roc_auc_score(pairs.label, -np.linalg.norm(E[:, 0] - E[:, 1], axis=1))
 
-    net = SiameseEmbedder(module__backbone="resnet_tiny", max_epochs=10, lr=3e-3, random_state=0, device="cpu")
+    net = SiameseEmbedder(module__backbone="resnet_tiny", max_epochs=8, lr=3e-3, random_state=0, device="cpu")
     untrained_auc = auc(net.initialize().transform(X))
     net.fit(pre.transform(list(train.image)), embedding_targets(train.writer, train.genuine))
     model_auc = auc(net.transform(X))
     pixel_auc = roc_auc_score(pairs.label, -np.abs(X[:, 0] - X[:, 1]).mean(axis=(1, 2, 3)))
     print(f"AUC trained {model_auc:.3f}, untrained {untrained_auc:.3f}, pixel distance {pixel_auc:.3f}")
     assert model_auc > 0.75, (model_auc, untrained_auc, pixel_auc)
-    assert model_auc > pixel_auc + 0.04 and model_auc > untrained_auc + 0.04, (model_auc, untrained_auc, pixel_auc)
+    # measured on a 2-core CPU: trained 0.798, untrained 0.635, pixel distance 0.715
+    assert model_auc > pixel_auc + 0.05 and model_auc > untrained_auc + 0.1, (model_auc, untrained_auc, pixel_auc)
