@@ -124,8 +124,10 @@ def test_bad_inputs_have_clear_errors(tmp_path, ink_page):
         PreprocessImage().transform([str(blank)])
     with pytest.raises(ValueError, match="not image input"):
         PreprocessImage().transform(np.zeros((3, 4)))
-    with pytest.raises(ValueError, match="single image"):
+    with pytest.raises(ValueError, match="wrap a single image in a list"):
         PreprocessImage().transform(ink_page)
+    with pytest.raises(ValueError, match="single image"):
+        PreprocessImage().transform("one.png")
     with pytest.raises(ValueError, match="empty"):
         PreprocessImage().transform([])
 

@@ -44,7 +44,8 @@ def as_image_items(X):
             return list(X.reshape(-1, *X.shape[2:])), X.shape[:2]
         raise ValueError(
             f"a numeric array of shape {X.shape} is not image input: pass images of shape (n, H, W) or "
-            "(n, k, H, W), or a sequence of paths, PIL images or 2-D arrays of shape (n,) or (n, k)"
+            "(n, k, H, W), or a sequence of paths, PIL images or 2-D arrays of shape (n,) or (n, k); "
+            "wrap a single image in a list"
         )
     if _is_item(X):
         raise ValueError("expected a sequence of images, got a single image: wrap it in a list")
