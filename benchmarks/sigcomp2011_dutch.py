@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sigest.cli import _print_metrics
 from sigest.datasets import load_signatures, split_writers
-from sigest.evaluation import evaluate
+from sigest.evaluation import evaluate, format_report
 from sigest.workflows import perform_voting, train_verifier
 
 
@@ -49,7 +48,7 @@ def main():
     print(f"training time {train_time:.1f} s, epochs run {len(model[-1].embedder_.history_)}, "
           f"threshold (validation writers) {model[-1].threshold:.3f}")
     report = evaluate(model, test, ks=(1, 3, 5, 10), out_dir=args.out)
-    _print_metrics(report)
+    print(format_report(report))
     writer = test["writer"].iloc[0]
     genuine = test[(test["writer"] == writer) & test["genuine"]]["path"].tolist()
     references, questioned = genuine[:5], test["path"].tolist()[:40]

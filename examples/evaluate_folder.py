@@ -7,9 +7,8 @@ the other 20 %, which the model never sees.
 
 import sys
 
-from sigest.cli import _print_metrics
 from sigest.datasets import load_signatures, split_writers
-from sigest.evaluation import evaluate
+from sigest.evaluation import evaluate, format_report
 from sigest.workflows import train_verifier
 
 
@@ -18,7 +17,7 @@ def main(data, out="report", max_epochs=20, size=(96, 144), ks=(1, 3, 5, 10)):
     train, test = split_writers(table, test_size=0.2, random_state=0)
     model = train_verifier(train, size=size, max_epochs=max_epochs, random_state=0)
     report = evaluate(model, test, ks=ks, out_dir=out)  # roc.png, histogram.png, confusion_matrix.png, CSVs
-    _print_metrics(report)
+    print(format_report(report))
     return report
 
 

@@ -33,20 +33,6 @@ def _load_model(path):
     return model
 
 
-def _print_metrics(report):
-    m = report.metrics
-    print(f"writers {m['n_writers']}, pairs {m['n_pairs']}")
-    print(f"EER (global threshold)     {100 * m['EER']:6.2f} %")
-    print(f"EER (per-writer threshold) {100 * m['EER_per_writer']:6.2f} %")
-    print(f"AUC                        {m['AUC']:.4f}")
-    for where in ("chosen", "oracle_EER"):
-        print(f"at {where:10s} threshold {m[f'threshold@{where}']:.3f}: FRR {100 * m[f'FRR@{where}']:.2f} %, "
-              f"FAR skilled {100 * m[f'FAR_skilled@{where}']:.2f} %, FAR random {100 * m[f'FAR_random@{where}']:.2f} %, "
-              f"accuracy {100 * m[f'accuracy@{where}']:.2f} %")
-    for row in report.voting.itertuples():
-        print(f"voting k={row.k:2d}: EER {100 * row.EER:.2f} %, AUC {row.AUC:.4f} ({row.n_questioned} questioned)")
-
-
 def _train(args, table):
     from .workflows import train_verifier
 
@@ -70,12 +56,12 @@ def cmd_train(args):
 
 def cmd_evaluate(args):
     from .datasets import load_signatures
-    from .evaluation import evaluate
+    from .evaluation import evaluate, format_report
 
     model = _load_model(args.model)
     table = load_signatures(args.data)
     report = evaluate(model, table, writers=args.writers, out_dir=args.out, ks=args.k)
-    _print_metrics(report)
+    print(format_report(report))
     if args.out:
         print(f"report written to {args.out}")
     return 0
@@ -97,7 +83,7 @@ def cmd_verify(args):
 
 def cmd_demo(args):
     from .datasets import load_signatures, make_signatures, save_signatures, split_writers
-    from .evaluation import evaluate
+    from .evaluation import evaluate, format_report
 
     out = Path(args.out)
     print(f"generating {args.writers} synthetic writers in {out / 'data'}")
@@ -109,7 +95,7 @@ def cmd_demo(args):
     model = _train(args, train)
     joblib.dump(model, out / "model.joblib")
     report = evaluate(model, test, out_dir=out / "report", ks=(1, 3, 5))
-    _print_metrics(report)
+    print(format_report(report))
     print(f"model {out / 'model.joblib'}, report {out / 'report'}")
     return 0
 

@@ -11,7 +11,7 @@ from .datasets import make_pairs
 from .metrics import build_confusion_matrix, equal_error_rate, far_frr, per_writer_eer, roc_auc
 from .verification import VotingVerifier
 
-__all__ = ["score_pairs", "choose_threshold", "threshold_metrics", "voting_scores", "evaluate"]
+__all__ = ["score_pairs", "choose_threshold", "threshold_metrics", "voting_scores", "evaluate", "format_report"]
 
 
 def _preprocessed(model, items):
@@ -169,6 +169,26 @@ def evaluate(model, table, *, writers=None, threshold=None, n_random_per_writer=
     if out_dir is not None:
         _write_report(report, Path(out_dir))
     return report
+
+
+def format_report(report):
+    """The report's metrics as readable lines (percentages for rates)."""
+    m = report.metrics
+    lines = [
+        f"writers {m['n_writers']}, pairs {m['n_pairs']}",
+        f"EER (global threshold)     {100 * m['EER']:6.2f} %",
+        f"EER (per-writer threshold) {100 * m['EER_per_writer']:6.2f} %",
+        f"AUC                        {m['AUC']:.4f}",
+    ]
+    for where in ("chosen", "oracle_EER"):
+        lines.append(
+            f"at {where:10s} threshold {m[f'threshold@{where}']:.3f}: FRR {100 * m[f'FRR@{where}']:.2f} %, "
+            f"FAR skilled {100 * m[f'FAR_skilled@{where}']:.2f} %, FAR random {100 * m[f'FAR_random@{where}']:.2f} %, "
+            f"accuracy {100 * m[f'accuracy@{where}']:.2f} %"
+        )
+    for row in report.voting.itertuples():
+        lines.append(f"voting k={row.k:2d}: EER {100 * row.EER:.2f} %, AUC {row.AUC:.4f} ({row.n_questioned} questioned)")
+    return "\n".join(lines)
 
 
 def _write_report(report, out):
