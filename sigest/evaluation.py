@@ -153,7 +153,7 @@ def evaluate(model, table, *, writers=None, threshold=None, n_random_per_writer=
     per_writer = pd.DataFrame(
         [
             {"writer": w, "EER": equal_error_rate(g["label"], g["score"])[0] if g["label"].nunique() == 2 else np.nan,
-             **threshold_metrics(pairs.loc[g.index, "score"], pairs.loc[g.index, "kind"], threshold)}
+             **threshold_metrics(g["score"], g["kind"], threshold)}
             for w, g in skilled.groupby("writer", sort=True)
         ]
     )

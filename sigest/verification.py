@@ -65,9 +65,10 @@ def pairs_to_targets(X, y):
     images : ndarray of shape (n_images, 1, H, W)
     targets : ndarray of shape (n_images, 2), int64, as :func:`sigest.embedder.embedding_targets`
     """
-    keys = _image_keys(X.reshape(-1, *X.shape[2:]))
+    flat = X.reshape(-1, *X.shape[2:])
+    keys = _image_keys(flat)
     index, images = {}, []
-    for key, image in zip(keys, X.reshape(-1, *X.shape[2:])):
+    for key, image in zip(keys, flat):
         if key not in index:
             index[key] = len(images)
             images.append(image)
@@ -209,15 +210,19 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         return self.classifier_.predict_proba(pair_features(embeddings))[:, 1]
 
+    def _features(self, X):
+        check_is_fitted(self)
+        return pair_features(self.embed(self._check_pairs(X)))
+
     def decision_function(self, X):
         """Log-odds that the questioned signature is genuine: (n_pairs, 2, 1, H, W) -> (n_pairs,)."""
-        check_is_fitted(self)
-        return self.classifier_.decision_function(pair_features(self.embed(self._check_pairs(X))))
+        features = self._features(X)
+        return self.classifier_.decision_function(features)
 
     def predict_proba(self, X):
         """Probabilities of shape (n_pairs, 2): column 0 forgery, column 1 genuine."""
-        check_is_fitted(self)
-        return self.classifier_.predict_proba(pair_features(self.embed(self._check_pairs(X))))
+        features = self._features(X)
+        return self.classifier_.predict_proba(features)
 
     def predict(self, X):
         """1 (genuine) where the genuine probability reaches ``threshold``, else 0: (n_pairs,)."""
