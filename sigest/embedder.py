@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from skorch import NeuralNet
 from skorch.dataset import Dataset
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Sampler
 
 from .nn import SiameseResNet, TripletLoss
 
@@ -116,6 +116,9 @@ class SiameseEmbedder(NeuralNet):
         P of the writer-balanced batches.
     samples_per_writer : int, default=4
         K genuine signatures per writer in a batch (plus up to K // 2 forgeries).
+    augment : torch.nn.Module or None, default=None
+        Applied to each training batch of single images (not to triplets, nor at inference),
+        e.g. :class:`sigest.nn.SignatureAugment`; called as ``augment(X, generator=...)``.
     train_split : callable or None, default=None
         skorch's split; None trains on everything.
     device : str, default="auto"
@@ -155,6 +158,7 @@ class SiameseEmbedder(NeuralNet):
         batch_size=32,
         writers_per_batch=8,
         samples_per_writer=4,
+        augment=None,
         train_split=None,
         device="auto",
         random_state=None,
@@ -162,6 +166,7 @@ class SiameseEmbedder(NeuralNet):
         **kwargs,
     ):
         kwargs.setdefault("torch_load_kwargs", {"weights_only": False})
+        self.augment = augment  # before skorch's __init__: a module instance is a plain parameter here
         super().__init__(
             module,
             criterion,
@@ -193,16 +198,31 @@ class SiameseEmbedder(NeuralNet):
         return params
 
     def __setstate__(self, state):
+        # skorch maps a CUDA-trained net to the CPU when CUDA is absent; "auto" stays "auto".
         requested = state["device"]
         state["device"] = resolve_device(requested)
         super().__setstate__(state)
-        self.__dict__["device"] = requested
+        if requested == "auto":
+            self.__dict__["device"] = requested
 
     # -- skorch hooks ----------------------------------------------------------------------------------
     def initialize(self):
-        if self.random_state is not None:
-            torch.manual_seed(self.random_state)
-        return super().initialize()
+        """Build module, criterion and optimizer; seeded by ``random_state`` without touching torch's global RNG."""
+        with torch.random.fork_rng(devices=[]):
+            if self.random_state is not None:
+                torch.manual_seed(self.random_state)
+            super().initialize()
+        self.rng_ = np.random.RandomState(self.random_state)
+        self.augment_generator_ = torch.Generator().manual_seed(int(self.rng_.randint(2**31 - 1)))
+        return self
+
+    def train_step_single(self, batch, **fit_params):
+        """skorch's step, with ``augment`` applied to batches of single images."""
+        if self.augment is not None:
+            Xi, yi = batch
+            if Xi.dim() == 4:
+                batch = (self.augment(Xi.to(self.device), generator=self.augment_generator_), yi)
+        return super().train_step_single(batch, **fit_params)
 
     def get_dataset(self, X, y=None):
         if isinstance(X, Dataset):
@@ -223,9 +243,12 @@ class SiameseEmbedder(NeuralNet):
         targets = getattr(dataset, "y", None)
         if not training or targets is None or np.ndim(targets) != 2:
             return super().get_iterator(dataset, training=training)
-        seed = int(torch.randint(2**31 - 1, ()).item())
-        sampler = WriterBatchSampler(np.asarray(targets), self.writers_per_batch, self.samples_per_writer, seed)
-        return DataLoader(dataset, batch_sampler=sampler)
+        sampler = WriterBatchSampler(np.asarray(targets), self.writers_per_batch, self.samples_per_writer,
+                                     seed=int(self.rng_.randint(2**31 - 1)))
+        kwargs = self.get_params_for("iterator_train")
+        for batching in ("batch_size", "shuffle", "sampler", "drop_last"):
+            kwargs.pop(batching, None)
+        return self.iterator_train(dataset, batch_sampler=sampler, **kwargs)
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         if y_pred.dim() == 3:

@@ -14,6 +14,8 @@ __all__ = [
     "equal_error_rate",
     "per_writer_eer",
     "roc_auc",
+    "within_writer_pairs",
+    "embedding_eer",
     "eer_scorer",
     "SCORERS",
 ]
@@ -112,6 +114,54 @@ def per_writer_eer(y_true, scores, writers):
 def roc_auc(y_true, scores):
     """Area under the ROC curve of genuine-vs-forgery scores."""
     return float(roc_auc_score(y_true, scores))
+
+
+def within_writer_pairs(writers, genuine):
+    """Indices of every genuine/genuine and genuine/skilled-forgery pair inside each writer.
+
+    Parameters
+    ----------
+    writers : array-like of shape (n,)
+    genuine : array-like of shape (n,) of bool
+
+    Returns
+    -------
+    first, second : ndarray of shape (n_pairs,), int
+        The reference (always genuine) and the questioned image of each pair.
+    label : ndarray of shape (n_pairs,), int
+        1 when the questioned image is genuine, 0 when it is a skilled forgery.
+    """
+    writers, genuine = np.asarray(writers), np.asarray(genuine, dtype=bool)
+    first, second = [], []
+    for w in np.unique(writers):
+        g = np.flatnonzero((writers == w) & genuine)
+        f = np.flatnonzero((writers == w) & ~genuine)
+        i, j = np.triu_indices(len(g), k=1)
+        first += [g[i], np.repeat(g, len(f))]
+        second += [g[j], np.tile(f, len(g))]
+    first, second = np.concatenate(first).astype(int), np.concatenate(second).astype(int)
+    return first, second, genuine[second].astype(int)
+
+
+def embedding_eer(embeddings, writers, genuine):
+    """EER of genuine vs skilled-forgery pairs scored by negative Euclidean embedding distance.
+
+    Parameters
+    ----------
+    embeddings : ndarray of shape (n, d)
+    writers : array-like of shape (n,)
+    genuine : array-like of shape (n,) of bool
+
+    Returns
+    -------
+    eer : float
+        With one global threshold; NaN when there are no pairs of both labels.
+    """
+    first, second, label = within_writer_pairs(writers, genuine)
+    if len(np.unique(label)) < 2:
+        return float("nan")
+    distance = np.linalg.norm(embeddings[first] - embeddings[second], axis=1)
+    return equal_error_rate(label, -distance)[0]
 
 
 def _eer_only(y_true, scores):

@@ -2,9 +2,9 @@
 
 import numpy as np
 from skorch.callbacks import EarlyStopping, ProgressBar
-from skorch.dataset import Dataset
-from skorch.helper import predefined_split
 from sklearn.frozen import FrozenEstimator
+
+from .callbacks import WriterEER
 
 from .datasets import make_pairs, split_writers
 from .embedder import SiameseEmbedder, embedding_targets
@@ -35,9 +35,11 @@ def train_siamese_model(table, *, size=(150, 220), valid_writers=0.2, patience=5
         Signature table (``writer``, ``genuine``, ``path`` or ``image``).
     size : tuple of int, default=(150, 220)
     valid_writers : float, int, sequence of str or None, default=0.2
-        Writers kept for validation and early stopping (fraction, count or names); None for none.
+        Writers kept for validation (fraction, count or names); None for none. Their EER
+        (:class:`~sigest.callbacks.WriterEER`) is recorded each epoch as ``valid_eer``, training
+        stops when it has not improved for ``patience`` epochs, and the best epoch's weights are kept.
     patience : int, default=5
-        Epochs without validation improvement before stopping.
+        Epochs without validation-EER improvement before stopping.
     progress : bool, default=True
         Show a progress bar per epoch.
     random_state : int or None, default=None
@@ -53,14 +55,11 @@ def train_siamese_model(table, *, size=(150, 220), valid_writers=0.2, patience=5
     callbacks = list(embedder_params.pop("callbacks", []))
     if progress:
         callbacks.append(ProgressBar())
-    train_split = None
     if valid_writers is not None:
         table, valid = _split(table, valid_writers, random_state)
-        valid_set = Dataset(pre.transform(_items(valid)), embedding_targets(valid["writer"], valid["genuine"]))
-        train_split = predefined_split(valid_set)
-        callbacks.append(EarlyStopping(patience=patience, load_best=True))
-    embedder = SiameseEmbedder(train_split=train_split, callbacks=callbacks, random_state=random_state,
-                               **embedder_params)
+        callbacks = [WriterEER(pre.transform(_items(valid)), valid["writer"].to_numpy(), valid["genuine"].to_numpy()),
+                     EarlyStopping(monitor="valid_eer", patience=patience, load_best=True), *callbacks]
+    embedder = SiameseEmbedder(callbacks=callbacks, random_state=random_state, **embedder_params)
     return embedder.fit(pre.transform(_items(table)), embedding_targets(table["writer"], table["genuine"]))
 
 

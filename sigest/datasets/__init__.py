@@ -1,12 +1,13 @@
 """Signature data: reading folders, sampling pairs and triplets, writer splits, synthetic signatures."""
 
-from ._layouts import IMAGE_EXTENSIONS, LAYOUTS, load_signatures
+from ._layouts import IMAGE_EXTENSIONS, LAYOUTS, drop_duplicate_files, load_signatures
 from ._sampling import make_pairs, make_triplets, random_images, split_writers, writer_groups
 from ._synthetic import make_signatures, save_signatures
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "LAYOUTS",
+    "drop_duplicate_files",
     "load_signatures",
     "make_pairs",
     "make_signatures",

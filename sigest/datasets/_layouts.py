@@ -13,7 +13,9 @@ Four layouts are recognised from folder structure and file names:
     one folder per writer with ``genuine/`` and ``forged/`` inside.
 """
 
+import hashlib
 import re
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -87,42 +89,8 @@ def _detect_layout(root, files):
     return best
 
 
-def load_signatures(root):
-    """Collect the signature images under ``root`` into a table.
-
-    The layout (CEDAR, BHSig260, SigComp/Kaggle or generic) is detected from folder structure and
-    file names; see the module docstring for each layout.
-
-    Parameters
-    ----------
-    root : str or path-like
-        Folder holding the data set.
-
-    Returns
-    -------
-    table : pandas.DataFrame of shape (n_images, 3)
-        Columns ``path`` (str, absolute), ``writer`` (str, the signer the image claims to be) and
-        ``genuine`` (bool, False for a skilled forgery of ``writer``), sorted by writer, then
-        genuine first, then path. ``table.attrs["layout"]`` names the detected layout.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``root`` is not a folder.
-    ValueError
-        If it holds no image, if its layout is not recognised, or if a writer has forgeries but no
-        genuine signature.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from sigest.datasets import make_signatures, save_signatures, load_signatures
-    >>> root = save_signatures(make_signatures(n_writers=2, n_genuine=2, n_forged=1,
-    ...                                        random_state=0), tempfile.mkdtemp())
-    >>> table = load_signatures(root)
-    >>> table.attrs["layout"], len(table), int(table.genuine.sum())
-    ('generic', 6, 4)
-    """
+def _read_one(root):
+    """Table of one data-set folder (columns path, writer, genuine) and its layout."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"signature folder not found: {root}")
@@ -152,6 +120,100 @@ def load_signatures(root):
             f"writers with forgeries but no genuine signature in {root} ({layout} layout): "
             f"{', '.join(orphans[:10])}{' ...' if len(orphans) > 10 else ''}"
         )
+    return table, layout
+
+
+def _file_digest(path):
+    return hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()
+
+
+def drop_duplicate_files(table):
+    """Keep one file of each group of byte-identical files of a writer.
+
+    A pair of a file with its own copy is not a comparison: it inflates every genuine-genuine
+    score. Files are compared by content hash within each writer; the first path (in table
+    order) of each group is kept.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Signature table with ``path`` and ``writer`` columns.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        The rows kept, with a fresh index; ``table.attrs["n_duplicates"]`` counts the rows dropped.
+    """
+    digests = pd.Series([_file_digest(p) for p in table["path"]], index=table.index)
+    duplicated = pd.DataFrame({"writer": table["writer"], "digest": digests}).duplicated()
+    kept = table.loc[~duplicated.to_numpy()].reset_index(drop=True)
+    kept.attrs = {**table.attrs, "n_duplicates": int(duplicated.sum())}
+    return kept
+
+
+def load_signatures(root, *, drop_duplicates=True):
+    """Collect the signature images under one or several data-set folders into a table.
+
+    The layout (CEDAR, BHSig260, SigComp/Kaggle or generic) is detected per folder from folder
+    structure and file names; see the module docstring for each layout. With several folders,
+    writers are qualified by their data set (``"cedar/12"``), so that ids never collide.
+
+    Parameters
+    ----------
+    root : str, path-like or sequence of them
+        Folder(s) holding a data set each.
+    drop_duplicates : bool, default=True
+        Keep one file of each group of byte-identical files of a writer
+        (:func:`drop_duplicate_files`); a warning says how many were dropped.
+
+    Returns
+    -------
+    table : pandas.DataFrame of shape (n_images, 4)
+        Columns ``path`` (str, absolute), ``writer`` (str, the signer the image claims to be),
+        ``genuine`` (bool, False for a skilled forgery of ``writer``) and ``dataset`` (str, the
+        folder's name), sorted by writer, then genuine first, then path.
+        ``table.attrs["layout"]`` names the detected layout (``{dataset: layout}`` for several
+        folders) and ``table.attrs["n_duplicates"]`` the duplicate files dropped.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a folder does not exist.
+    ValueError
+        If a folder holds no image, if its layout is not recognised, if a writer has forgeries
+        but no genuine signature, or if two folders share a name.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from sigest.datasets import make_signatures, save_signatures, load_signatures
+    >>> root = save_signatures(make_signatures(n_writers=2, n_genuine=2, n_forged=1,
+    ...                                        random_state=0), tempfile.mkdtemp())
+    >>> table = load_signatures(root)
+    >>> table.attrs["layout"], len(table), int(table.genuine.sum())
+    ('generic', 6, 4)
+    """
+    several = not isinstance(root, (str, bytes)) and not hasattr(root, "__fspath__")
+    roots = [Path(r) for r in (root if several else [root])]
+    if not roots:
+        raise ValueError("no signature folder given")
+    names = [r.resolve().name for r in roots]
+    if len(set(names)) != len(names):
+        raise ValueError(f"data-set folders must have distinct names, got {names}")
+    tables, layouts = [], {}
+    for folder, name in zip(roots, names):
+        table, layouts[name] = _read_one(folder)
+        table["dataset"] = name
+        if several:
+            table["writer"] = name + "/" + table["writer"]
+        tables.append(table)
+    table = pd.concat(tables, ignore_index=True)
     table = table.sort_values(["writer", "genuine", "path"], ascending=[True, False, True], ignore_index=True)
-    table.attrs["layout"] = layout
+    table.attrs["layout"] = layouts if several else layouts[names[0]]
+    table.attrs["n_duplicates"] = 0
+    if drop_duplicates:
+        table = drop_duplicate_files(table)
+        if table.attrs["n_duplicates"]:
+            warnings.warn(f"dropped {table.attrs['n_duplicates']} byte-identical copies of files of the same writer",
+                          stacklevel=2)
     return table

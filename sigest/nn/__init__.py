@@ -1,8 +1,9 @@
 """Pure PyTorch building blocks: attention, backbones, the Siamese network, losses, registries."""
 
 from .attention import SpatialAttention
+from .augment import SignatureAugment
 from .backbones import Backbone, resnet_tiny
-from .losses import TripletLoss, identity_labels
+from .losses import ProxyAnchorLoss, TripletLoss, identity_labels
 from .registry import (
     get_attention,
     get_backbone,
@@ -18,7 +19,9 @@ from .siamese import SiameseResNet
 
 __all__ = [
     "Backbone",
+    "ProxyAnchorLoss",
     "SiameseResNet",
+    "SignatureAugment",
     "SpatialAttention",
     "TripletLoss",
     "get_attention",

@@ -2,12 +2,12 @@
 
 import torch
 import torch.nn.functional as F
-from pytorch_metric_learning import distances, miners
+from pytorch_metric_learning import distances, losses, miners
 from torch import nn
 
 from .registry import register_loss
 
-__all__ = ["TripletLoss", "identity_labels"]
+__all__ = ["TripletLoss", "ProxyAnchorLoss", "identity_labels"]
 
 
 def identity_labels(writers, genuine):
@@ -93,3 +93,38 @@ class TripletLoss(nn.Module):
 
 
 register_loss("triplet")(TripletLoss)
+
+
+@register_loss("proxy_anchor")
+class ProxyAnchorLoss(nn.Module):
+    """Proxy-Anchor loss (pytorch-metric-learning) with one proxy per writer and one per writer's forgeries.
+
+    Each training writer's genuine signatures are pulled towards a learned proxy and pushed from
+    every other proxy, including the proxy of that writer's own skilled forgeries, so that the
+    embedding learns what separates a writer from a skilled imitation.
+
+    Parameters
+    ----------
+    num_writers : int
+        Writers in the training data (writer codes 0..num_writers-1).
+    embedding_dim : int, default=128
+        Size of the embeddings (the network's ``embedding_dim``).
+    margin : float, default=0.1
+    alpha : float, default=32
+        Scale of the similarities.
+
+    Shape
+    -----
+    - ``online(embeddings, writers, genuine)``: (N, D), (N,), (N,) -> scalar.
+    """
+
+    def __init__(self, num_writers, embedding_dim=128, margin=0.1, alpha=32):
+        super().__init__()
+        self.num_writers = num_writers
+        self.loss = losses.ProxyAnchorLoss(2 * num_writers, embedding_dim, margin=margin, alpha=alpha)
+
+    def online(self, embeddings, writers, genuine):
+        if int(writers.max()) >= self.num_writers:
+            raise ValueError(f"writer code {int(writers.max())} >= num_writers={self.num_writers}")
+        labels = torch.where(genuine, writers, writers + self.num_writers)
+        return self.loss(embeddings, labels)

@@ -1,0 +1,225 @@
+"""Writer-independent benchmark of a training recipe on a preprocessed cache of the real data sets.
+
+Builds the cache once (``sigest prepare`` or :func:`sigest.cache.prepare_cache`), then, for each
+seed and writer fold: holds out the fold's test writers of every data set, keeps validation writers
+for checkpoint selection (EER each epoch) and for the decision threshold, trains a
+:class:`~sigest.SiameseEmbedder` on the rest, and measures every test data set on its own:
+
+- EER with one global threshold (the number papers print) and with per-writer thresholds, AUC,
+  on every genuine/genuine and genuine/skilled pair of each test writer (embedding distance);
+- with k=5 references per writer, the questioned signature's mean distance to them, raw and
+  normalised by the references' own mutual distance: EER, and FRR / FAR skilled / FAR random /
+  accuracy at the threshold chosen on the validation writers (the honest number) beside the
+  accuracy at the test-oracle EER threshold.
+
+Usage::
+
+    python benchmarks/recipe.py CACHE.npz --folds 0 1 2 --seeds 0 1 --backbone resnet18 --augment
+    python benchmarks/recipe.py CACHE.npz --train-datasets cedar sigcomp2011-dutch --test-datasets bhsig260-bengali
+
+Prints one line per (run, test data set) and, with ``--out``, writes them as CSV.
+"""
+
+import argparse
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from skorch.callbacks import EarlyStopping, LRScheduler
+
+from sigest.cache import cache_images, load_cache
+from sigest.callbacks import WriterEER
+from sigest.embedder import SiameseEmbedder, embedding_targets
+from sigest.metrics import equal_error_rate, far_frr, per_writer_eer, roc_auc, within_writer_pairs
+from sigest.nn import ProxyAnchorLoss, SignatureAugment
+
+
+def writer_folds(table, n_folds, seed=12345):
+    """Fold number of each writer, drawn per data set so each fold holds writers of every set."""
+    fold = {}
+    rng = np.random.RandomState(seed)
+    for _, group in table.groupby("dataset"):
+        writers = np.array(sorted(group["writer"].unique()))
+        for i, w in enumerate(rng.permutation(writers)):
+            fold[w] = i % n_folds
+    return fold
+
+
+def split(table, args, fold, seed):
+    """(train, valid, test) tables for one fold."""
+    if args.test_datasets:
+        test = table[table["dataset"].isin(args.test_datasets)]
+        rest = table[table["dataset"].isin(args.train_datasets or sorted(set(table["dataset"]) - set(args.test_datasets)))]
+    else:
+        folds = writer_folds(table, args.n_folds)
+        in_test = table["writer"].map(folds) == fold
+        test, rest = table[in_test], table[~in_test]
+    rng = np.random.RandomState(1000 + seed)
+    valid_writers = []
+    for _, group in rest.groupby("dataset"):
+        writers = np.array(sorted(group["writer"].unique()))
+        valid_writers += list(rng.choice(writers, size=max(2, round(args.valid_share * len(writers))), replace=False))
+    in_valid = rest["writer"].isin(valid_writers)
+    return rest[~in_valid], rest[in_valid], test
+
+
+def reference_scores(E, table, k, rng):
+    """Per questioned signature: mean distance to k references, and that distance over the refs' spread."""
+    rows = []
+    for writer, group in table.groupby("writer"):
+        genuine = group.loc[group["genuine"], "row"].to_numpy()
+        if len(genuine) <= k:
+            continue
+        genuine = rng.permutation(genuine)
+        refs, others = genuine[:k], genuine[k:]
+        spread = np.mean([np.linalg.norm(E[a] - E[b]) for i, a in enumerate(refs) for b in refs[i + 1:]])
+        skilled = group.loc[~group["genuine"], "row"].to_numpy()
+        random_pool = table.loc[(table["writer"] != writer) & table["genuine"], "row"].to_numpy()
+        randoms = rng.choice(random_pool, size=min(len(others), len(random_pool)), replace=False)
+        for kind, items in (("genuine", others), ("skilled", skilled), ("random", randoms)):
+            for q in items:
+                d = float(np.linalg.norm(E[refs] - E[q], axis=1).mean())
+                rows.append((writer, kind, -d, -d / spread))
+    return pd.DataFrame(rows, columns=["writer", "kind", "raw", "normalised"])
+
+
+def threshold_report(scores, kinds, threshold):
+    genuine, skilled, random = (scores[kinds == k] for k in ("genuine", "skilled", "random"))
+    far_s, frr = far_frr(genuine, skilled, threshold)
+    far_r, _ = far_frr(genuine, random, threshold)
+    mask = kinds != "random"
+    acc = float(np.mean((scores[mask] >= threshold) == (kinds[mask] == "genuine")))
+    return frr, far_s, far_r, acc
+
+
+def measure(E, test, valid_votes, rng, k):
+    """Metrics of one test data set."""
+    first, second, label = within_writer_pairs(test["writer"].to_numpy(), test["genuine"].to_numpy())
+    rows = test["row"].to_numpy()
+    score = -np.linalg.norm(E[rows[first]] - E[rows[second]], axis=1)
+    out = {
+        "EER": equal_error_rate(label, score)[0],
+        "EER_writer": per_writer_eer(label, score, test["writer"].to_numpy()[first]),
+        "AUC": roc_auc(label, score),
+    }
+    votes = reference_scores(E, test, k, rng)
+    kinds = votes["kind"].to_numpy()
+    for column in ("raw", "normalised"):
+        skilled = kinds != "random"
+        eer, oracle = equal_error_rate(kinds[skilled] == "genuine", votes[column].to_numpy()[skilled])
+        vkinds = valid_votes["kind"].to_numpy()
+        vmask = vkinds != "random"
+        chosen = equal_error_rate(vkinds[vmask] == "genuine", valid_votes[column].to_numpy()[vmask])[1]
+        frr, far_s, far_r, acc = threshold_report(votes[column].to_numpy(), kinds, chosen)
+        out.update({f"k{k}_{column}_EER": eer, f"k{k}_{column}_FRR": frr, f"k{k}_{column}_FAR_skilled": far_s,
+                    f"k{k}_{column}_FAR_random": far_r, f"k{k}_{column}_acc": acc,
+                    f"k{k}_{column}_acc_oracle": threshold_report(votes[column].to_numpy(), kinds, oracle)[3]})
+    return out
+
+
+def resize(images, size):
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    return F.interpolate(torch.from_numpy(images), size=size, mode="bilinear", antialias=True).numpy()
+
+
+def run(cache, args, fold, seed):
+    table = cache.table.rename(columns={"index": "row"})
+    train, valid, test = split(table, args, fold, seed)
+    images = resize(cache_images(cache), tuple(args.size))
+    callbacks = [
+        WriterEER(images[valid["row"].to_numpy()], valid["writer"].to_numpy(), valid["genuine"].to_numpy()),
+        EarlyStopping(monitor="valid_eer", patience=args.patience, load_best=True, sink=lambda *a: None),
+    ]
+    if args.cosine:
+        callbacks.append(LRScheduler(policy="CosineAnnealingLR", T_max=args.epochs))
+    if args.loss == "proxy_anchor":
+        loss = {"criterion": ProxyAnchorLoss, "criterion__num_writers": train["writer"].nunique(),
+                "criterion__embedding_dim": args.dim, "optimizer__param_groups": [("*proxies", {"lr": 100 * args.lr})]}
+    else:
+        loss = {"criterion__margin": args.margin, "criterion__mining": args.mining}
+    net = SiameseEmbedder(
+        module__backbone=args.backbone, module__embedding_dim=args.dim, module__attention_stages=tuple(args.attention),
+        **loss, lr=args.lr, max_epochs=args.epochs,
+        writers_per_batch=args.p, samples_per_writer=args.k_per_writer, batch_size=256,
+        augment=SignatureAugment() if args.augment else None, callbacks=callbacks, random_state=seed,
+        iterator_train__num_workers=args.workers, iterator_train__pin_memory=torch.cuda.is_available(),
+        optimizer__weight_decay=args.weight_decay, device=args.device,
+    )
+    start = time.perf_counter()
+    net.fit(images[train["row"].to_numpy()], embedding_targets(train["writer"], train["genuine"]))
+    seconds = time.perf_counter() - start
+    seen = int(sum(len(e["batches"]) for e in net.history) * args.p * args.k_per_writer * 1.5)
+    best = int(np.nanargmin(net.history[:, "valid_eer"])) + 1
+    E = np.zeros((len(table), args.dim), np.float32)
+    wanted = np.concatenate([valid["row"].to_numpy(), test["row"].to_numpy()])
+    E[wanted] = net.transform(images[wanted])
+    rng = np.random.RandomState(seed)
+    valid_local = valid.copy()
+    valid_votes = reference_scores(E, valid_local, args.k, rng)
+    results = []
+    for dataset, group in test.groupby("dataset"):
+        m = measure(E, group, valid_votes, rng, args.k)
+        results.append({"fold": fold, "seed": seed, "test": dataset, "n_train_writers": train["writer"].nunique(),
+                        "n_test_writers": group["writer"].nunique(), "epochs": len(net.history), "best_epoch": best,
+                        "valid_eer": float(np.nanmin(net.history[:, "valid_eer"])), "train_s": seconds,
+                        "images_per_s": seen / seconds, **m})
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cache")
+    parser.add_argument("--folds", type=int, nargs="+", default=[0])
+    parser.add_argument("--n-folds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--train-datasets", nargs="+")
+    parser.add_argument("--test-datasets", nargs="+")
+    parser.add_argument("--valid-share", type=float, default=0.12)
+    parser.add_argument("--size", type=int, nargs=2, default=(150, 220))
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--attention", type=int, nargs="*", default=[3, 4])
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=1e-2)
+    parser.add_argument("--cosine", action="store_true")
+    parser.add_argument("--augment", action="store_true")
+    parser.add_argument("--margin", type=float, default=0.2)
+    parser.add_argument("--mining", default="batch_hard")
+    parser.add_argument("--loss", choices=["triplet", "proxy_anchor"], default="triplet")
+    parser.add_argument("--p", type=int, default=32)
+    parser.add_argument("--k-per-writer", type=int, default=8)
+    parser.add_argument("--k", type=int, default=5, help="references per writer")
+    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--tag", default="")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    cache = load_cache(args.cache)
+    rows = []
+    for fold in args.folds:
+        for seed in args.seeds:
+            for r in run(cache, args, fold, seed):
+                r["tag"] = args.tag
+                rows.append(r)
+                print(f"{args.tag} fold {fold} seed {seed} {r['test']:18s} EER {100 * r['EER']:5.2f} "
+                      f"writerEER {100 * r['EER_writer']:5.2f} AUC {r['AUC']:.3f} | k{args.k} raw EER "
+                      f"{100 * r[f'k{args.k}_raw_EER']:5.2f} acc {100 * r[f'k{args.k}_raw_acc']:5.2f}/"
+                      f"{100 * r[f'k{args.k}_raw_acc_oracle']:5.2f} | norm EER {100 * r[f'k{args.k}_normalised_EER']:5.2f} "
+                      f"acc {100 * r[f'k{args.k}_normalised_acc']:5.2f}/{100 * r[f'k{args.k}_normalised_acc_oracle']:5.2f}"
+                      f" | best ep {r['best_epoch']}/{r['epochs']} {r['train_s']:.0f}s {r['images_per_s']:.0f} img/s",
+                      flush=True)
+    frame = pd.DataFrame(rows)
+    summary = frame.groupby("test")[["EER", "EER_writer", "AUC", f"k{args.k}_raw_EER", f"k{args.k}_normalised_EER",
+                                     f"k{args.k}_raw_acc", f"k{args.k}_normalised_acc"]].agg(["mean", "std"])
+    print(args.tag, "mean/std over runs\n", (summary * 1).round(4).to_string())
+    if args.out:
+        frame.to_csv(args.out, mode="a", header=not __import__("os").path.exists(args.out), index=False)
+
+
+if __name__ == "__main__":
+    main()
