@@ -157,8 +157,11 @@ def run(cache, args, fold, seed):
     wanted = np.concatenate([valid["row"].to_numpy(), test["row"].to_numpy()])
     E[wanted] = net.transform(images[wanted])
     rng = np.random.RandomState(seed)
-    valid_local = valid.copy()
-    valid_votes = reference_scores(E, valid_local, args.k, rng)
+    valid_votes = reference_scores(E, valid, args.k, rng)
+    if args.save:
+        torch.save({"state_dict": {k: v.cpu() for k, v in net.module_.state_dict().items()}, "args": vars(args),
+                    "train_writers": sorted(train["writer"].unique()), "valid_writers": sorted(valid["writer"].unique()),
+                    "history": [{k: v for k, v in e.items() if k != "batches"} for e in net.history]}, args.save)
     results = []
     for dataset, group in test.groupby("dataset"):
         m = measure(E, group, valid_votes, rng, args.k)
@@ -172,7 +175,7 @@ def run(cache, args, fold, seed):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cache")
-    parser.add_argument("--folds", type=int, nargs="+", default=[0])
+    parser.add_argument("--folds", type=int, nargs="+", default=[0], help="-1: no test writers (train on all)")
     parser.add_argument("--n-folds", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--train-datasets", nargs="+")
@@ -198,6 +201,7 @@ def main():
     parser.add_argument("--device", default="auto")
     parser.add_argument("--tag", default="")
     parser.add_argument("--out")
+    parser.add_argument("--save", help="write the trained network's weights and the run's settings (torch.save)")
     args = parser.parse_args()
     cache = load_cache(args.cache)
     rows = []
