@@ -33,21 +33,57 @@ def _load_model(path):
     return model
 
 
-def _train(args, table):
+def _read_data(sources, size=None):
+    """A signature table (and its preprocessed images, or None) from data folders or one cache file."""
+    from .datasets import load_signatures
+
+    if len(sources) == 1 and Path(sources[0]).suffix == ".npz":
+        from .cache import cache_images, load_cache
+        from .preprocessing import PreprocessImage
+
+        cache = load_cache(sources[0])
+        preprocessor = PreprocessImage(**{**cache.preprocessor["params"], "size": tuple(cache.preprocessor["params"]["size"])})
+        if size is not None and tuple(size) != preprocessor.size:
+            raise CommandError(f"{sources[0]} holds {preprocessor.size[0]}x{preprocessor.size[1]} images, "
+                               f"not the {size[0]}x{size[1]} asked for with --size")
+        return cache.table.drop(columns="index"), cache_images(cache), preprocessor
+    return load_signatures(sources[0] if len(sources) == 1 else sources), None, None
+
+
+def _train(args, table, images=None, preprocessor=None):
     from .workflows import train_verifier
 
-    return train_verifier(table, valid_writers=args.valid_size, size=tuple(args.size), backbone=args.backbone,
-                          max_epochs=args.epochs, device=args.device, random_state=args.seed,
-                          progress=not args.quiet, lr=args.lr)
+    return train_verifier(table, images=images, preprocessor=preprocessor, valid_writers=args.valid_size,
+                          size=tuple(args.size or DEFAULT_SIZE), backbone=args.backbone, max_epochs=args.epochs, device=args.device,
+                          random_state=args.seed, progress=not args.quiet, lr=args.lr)
+
+
+def cmd_prepare(args):
+    from .cache import prepare_cache
+    from .datasets import load_signatures
+    from .preprocessing import PreprocessImage
+
+    table = load_signatures(args.data[0] if len(args.data) == 1 else args.data)
+    out = prepare_cache(table, args.out, preprocessor=PreprocessImage(tuple(args.size or DEFAULT_SIZE), n_jobs=args.jobs),
+                        progress=not args.quiet)
+    print(f"preprocessed {len(table)} images of {table['writer'].nunique()} writers "
+          f"({table.attrs['n_duplicates']} duplicate files dropped); saved {out} "
+          f"({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
 
 
 def cmd_train(args):
-    from .datasets import load_signatures, split_writers
+    from .datasets import split_writers
 
-    table = load_signatures(args.data)
+    table, images, preprocessor = _read_data(args.data, args.size)
     if args.test_writers:
+        keep = ~table["writer"].isin(args.test_writers).to_numpy()
+        missing = sorted(set(args.test_writers) - set(table["writer"]))
+        if missing:
+            raise CommandError(f"--test-writers not in the data: {', '.join(missing[:10])}")
         table, _ = split_writers(table, test_writers=args.test_writers)
-    model = _train(args, table)
+        images = None if images is None else images[keep]
+    model = _train(args, table, images, preprocessor)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, args.out)
     print(f"trained on {table['writer'].nunique()} writers; threshold {model[-1].threshold:.3f}; saved {args.out}")
@@ -59,7 +95,7 @@ def cmd_evaluate(args):
     from .evaluation import evaluate, format_report
 
     model = _load_model(args.model)
-    table = load_signatures(args.data)
+    table = load_signatures(args.data[0] if len(args.data) == 1 else args.data)
     report = evaluate(model, table, writers=args.writers, out_dir=args.out, ks=args.k)
     print(format_report(report))
     if args.out:
@@ -102,15 +138,23 @@ def cmd_demo(args):
 
 def _training_options(parser, epochs):
     parser.add_argument("--epochs", type=int, default=epochs, help="maximum training epochs (default %(default)s)")
-    parser.add_argument("--size", type=int, nargs=2, default=(96, 144), metavar=("H", "W"),
-                        help="preprocessed image size (default %(default)s)")
+    _size_option(parser)
     parser.add_argument("--backbone", default="resnet_tiny", help="registered backbone (default %(default)s)")
     parser.add_argument("--lr", type=float, default=3e-3, help="learning rate (default %(default)s)")
-    parser.add_argument("--valid-size", type=float, default=0.2,
-                        help="share of training writers held out for early stopping and the threshold")
+    parser.add_argument("--valid-size", type=float, default=0.15,
+                        help="share of training writers held out for checkpoint selection, the pair head and the "
+                             "threshold (default %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+DEFAULT_SIZE = (150, 220)
+
+
+def _size_option(parser):
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                        help=f"preprocessed image size (default {DEFAULT_SIZE}, or a cache's own)")
 
 
 def build_parser():
@@ -123,16 +167,28 @@ def build_parser():
     _training_options(demo, epochs=10)
     demo.set_defaults(func=cmd_demo)
 
-    train = sub.add_parser("train", help="train a verifier on a signature folder")
-    train.add_argument("data", help="signature folder (CEDAR, BHSig260, SigComp or generic layout)")
+    prepare = sub.add_parser("prepare", help="preprocess signature folders once into a cache file (.npz)")
+    prepare.add_argument("data", nargs="+", help="signature folder(s); writers are qualified by folder name")
+    prepare.add_argument("--out", required=True, help="cache file to write (.npz)")
+    _size_option(prepare)
+    prepare.add_argument("--jobs", type=int, default=-1, help="parallel workers (default: all cores)")
+    prepare.add_argument("--quiet", action="store_true", help="no progress bar")
+    prepare.set_defaults(func=cmd_prepare)
+
+    train = sub.add_parser("train", help="train a verifier on signature folders or a cache")
+    train.add_argument("data", nargs="+",
+                       help="signature folder(s) (CEDAR, BHSig260, SigComp or generic layout), or one cache file "
+                            "written by 'sigest prepare'")
     train.add_argument("--out", required=True, help="model file to write (joblib)")
-    train.add_argument("--test-writers", nargs="+", help="writers to leave out entirely (kept for testing)")
-    _training_options(train, epochs=20)
+    train.add_argument("--test-writers", nargs="+",
+                       help="writers to leave out entirely (kept for testing); with several folders, qualified "
+                            "as FOLDER/WRITER")
+    _training_options(train, epochs=40)
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="writer-independent evaluation of a model on a signature folder")
     ev.add_argument("model", help="model file written by 'sigest train'")
-    ev.add_argument("data", help="signature folder")
+    ev.add_argument("data", nargs="+", help="signature folder(s)")
     ev.add_argument("--writers", nargs="+", help="test writers (default: every writer in the folder)")
     ev.add_argument("--out", help="report folder (CSV and PNG files)")
     ev.add_argument("--k", type=int, nargs="+", default=[1, 3, 5, 10], help="reference counts for voting")

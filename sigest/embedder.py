@@ -202,19 +202,32 @@ class SiameseEmbedder(NeuralNet):
         requested = state["device"]
         state["device"] = resolve_device(requested)
         super().__setstate__(state)
-        if requested == "auto":
-            self.__dict__["device"] = requested
+        self.__dict__["device"] = requested if requested == "auto" else str(self.__dict__["device"])
 
     # -- skorch hooks ----------------------------------------------------------------------------------
+    def _seed(self):
+        """A seed for torch drawn from this net's own random state."""
+        return int(self.rng_.randint(2**31 - 1))
+
     def initialize(self):
         """Build module, criterion and optimizer; seeded by ``random_state`` without touching torch's global RNG."""
-        with torch.random.fork_rng(devices=[]):
-            if self.random_state is not None:
-                torch.manual_seed(self.random_state)
-            super().initialize()
         self.rng_ = np.random.RandomState(self.random_state)
-        self.augment_generator_ = torch.Generator().manual_seed(int(self.rng_.randint(2**31 - 1)))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self._seed())
+            super().initialize()
+        self.augment_generator_ = torch.Generator().manual_seed(self._seed())
         return self
+
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        """skorch's loop, run on a forked, seeded torch RNG: repeatable, and the caller's RNG is left as it was."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self._seed())
+            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+
+    def forward(self, X, training=False, device="cpu"):
+        """skorch's ``forward``, leaving torch's global RNG as it was (the data loader draws from it)."""
+        with torch.random.fork_rng(devices=[]):
+            return super().forward(X, training=training, device=device)
 
     def train_step_single(self, batch, **fit_params):
         """skorch's step, with ``augment`` applied to batches of single images."""
@@ -244,7 +257,7 @@ class SiameseEmbedder(NeuralNet):
         if not training or targets is None or np.ndim(targets) != 2:
             return super().get_iterator(dataset, training=training)
         sampler = WriterBatchSampler(np.asarray(targets), self.writers_per_batch, self.samples_per_writer,
-                                     seed=int(self.rng_.randint(2**31 - 1)))
+                                     seed=self._seed())
         kwargs = self.get_params_for("iterator_train")
         for batching in ("batch_size", "shuffle", "sampler", "drop_last"):
             kwargs.pop(batching, None)

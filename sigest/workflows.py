@@ -25,7 +25,12 @@ def _items(table):
     return table["path" if "path" in table.columns else "image"].tolist()
 
 
-def train_siamese_model(table, *, size=(150, 220), valid_writers=0.2, patience=5, progress=True,
+def _with_rows(table):
+    """The table with a fresh index and a ``_row`` column numbering its rows (to index an image array)."""
+    return table.reset_index(drop=True).assign(_row=np.arange(len(table)))
+
+
+def train_siamese_model(table, *, images=None, size=(150, 220), valid_writers=0.15, patience=8, progress=True,
                         random_state=None, **embedder_params):
     """Train a :class:`SiameseEmbedder` on a signature table, validating on held-out writers.
 
@@ -33,12 +38,15 @@ def train_siamese_model(table, *, size=(150, 220), valid_writers=0.2, patience=5
     ----------
     table : pandas.DataFrame
         Signature table (``writer``, ``genuine``, ``path`` or ``image``).
+    images : ndarray of shape (n_images, 1, H, W) or None, default=None
+        The table's images already preprocessed, row for row (from :func:`sigest.cache.load_cache`,
+        say); None preprocesses the table's items with ``PreprocessImage(size)``.
     size : tuple of int, default=(150, 220)
-    valid_writers : float, int, sequence of str or None, default=0.2
+    valid_writers : float, int, sequence of str or None, default=0.15
         Writers kept for validation (fraction, count or names); None for none. Their EER
         (:class:`~sigest.callbacks.WriterEER`) is recorded each epoch as ``valid_eer``, training
         stops when it has not improved for ``patience`` epochs, and the best epoch's weights are kept.
-    patience : int, default=5
+    patience : int, default=8
         Epochs without validation-EER improvement before stopping.
     progress : bool, default=True
         Show a progress bar per epoch.
@@ -51,16 +59,24 @@ def train_siamese_model(table, *, size=(150, 220), valid_writers=0.2, patience=5
     embedder : SiameseEmbedder
         Fitted.
     """
-    pre = PreprocessImage(size)
+    if images is None:
+        images = PreprocessImage(size).transform(_items(table))
+    train = _with_rows(table)
     callbacks = list(embedder_params.pop("callbacks", []))
     if progress:
         callbacks.append(ProgressBar())
     if valid_writers is not None:
-        table, valid = _split(table, valid_writers, random_state)
-        callbacks = [WriterEER(pre.transform(_items(valid)), valid["writer"].to_numpy(), valid["genuine"].to_numpy()),
-                     EarlyStopping(monitor="valid_eer", patience=patience, load_best=True), *callbacks]
+        train, valid = _split(train, valid_writers, random_state)
+        callbacks = [WriterEER(images[valid["_row"].to_numpy()], valid["writer"].to_numpy(), valid["genuine"].to_numpy()),
+                     EarlyStopping(monitor="valid_eer", patience=patience, load_best=True,
+                                   sink=print if progress else _silent),
+                     *callbacks]
     embedder = SiameseEmbedder(callbacks=callbacks, random_state=random_state, **embedder_params)
-    return embedder.fit(pre.transform(_items(table)), embedding_targets(table["writer"], table["genuine"]))
+    return embedder.fit(images[train["_row"].to_numpy()], embedding_targets(train["writer"], train["genuine"]))
+
+
+def _silent(*args):
+    """A sink that prints nothing."""
 
 
 def train_model(X, y, **verifier_params):
@@ -81,29 +97,49 @@ def train_model(X, y, **verifier_params):
     return make_verifier(**verifier_params).fit(X, y)
 
 
-def train_verifier(table, *, valid_writers=0.2, size=(150, 220), backbone="resnet_tiny", max_epochs=20,
-                   patience=5, progress=True, random_state=0, **embedder_params):
+def _pair_rows(table, **pair_params):
+    """:func:`make_pairs` on row numbers: (n_pairs, 2) int array of ``_row`` values and the labels."""
+    rows = table[["writer", "genuine"]].assign(path=table["_row"].to_numpy())
+    pairs = make_pairs(rows, **pair_params)
+    return pairs[["reference", "questioned"]].to_numpy(dtype=int), pairs["label"].to_numpy()
+
+
+def train_verifier(table, *, images=None, preprocessor=None, valid_writers=0.15, size=(150, 220),
+                   backbone="resnet_tiny", max_epochs=40, patience=8, lr=3e-3, writers_per_batch=32,
+                   samples_per_writer=8, progress=True, random_state=0, **embedder_params):
     """Train the full verifier writer-independently and choose its threshold on validation writers.
 
-    1. Hold out ``valid_writers`` of ``table``; train the embedder on the others with early stopping
-       on the held-out writers (:func:`train_siamese_model`).
-    2. Fit the logistic regression on balanced pairs of the training writers.
-    3. Set the pipeline's threshold to the EER threshold of the validation writers' exhaustive pairs,
-       so that ``predict`` on unseen writers uses a threshold chosen without them.
+    1. Hold out ``valid_writers`` of ``table``; train the embedder on the others, keeping the epoch
+       with the lowest validation-writer EER (:func:`train_siamese_model`).
+    2. Fit the logistic regression on balanced pairs (skilled and random forgeries) of the
+       validation writers, whom the embedder never trained on, so that its probabilities are
+       calibrated for unseen writers.
+    3. Set the pipeline's threshold to the EER threshold of the validation writers' exhaustive
+       genuine/skilled pairs, so that ``predict`` on unseen writers uses a threshold chosen without them.
+
+    The defaults are the recipe measured best in ``benchmarks/recipe.py`` for a CPU-sized model:
+    resnet_tiny at 150x220, batch-hard triplets, 32 writers x 8 signatures a batch, lr 3e-3.
 
     Parameters
     ----------
     table : pandas.DataFrame
-        Signature table with a ``path`` column, of the training writers only.
-    valid_writers : float, int or sequence of str, default=0.2
+        Signature table with a ``path`` (or ``image``) column, of the training writers only.
+    images : ndarray of shape (n_images, 1, H, W) or None, default=None
+        The table's images already preprocessed by ``preprocessor``, row for row (a cache);
+        None preprocesses them here, once.
+    preprocessor : PreprocessImage or None, default=None
+        The pipeline's preprocessing; None uses ``PreprocessImage(size)``.
+    valid_writers : float, int or sequence of str, default=0.15
     size : tuple of int, default=(150, 220)
     backbone : str, default="resnet_tiny"
-    max_epochs : int, default=20
-    patience : int, default=5
+    max_epochs : int, default=40
+    patience : int, default=8
+    lr : float, default=3e-3
+    writers_per_batch, samples_per_writer : int, default=32, 8
     progress : bool, default=True
     random_state : int, default=0
     **embedder_params
-        More :class:`SiameseEmbedder` parameters (``lr``, ``device``, ``criterion__margin``, ...).
+        More :class:`SiameseEmbedder` parameters (``device``, ``criterion__margin``, ...).
 
     Returns
     -------
@@ -112,19 +148,28 @@ def train_verifier(table, *, valid_writers=0.2, size=(150, 220), backbone="resne
     """
     from sklearn.pipeline import Pipeline
 
-    from .evaluation import choose_threshold, score_pairs
+    from .evaluation import choose_threshold
+    from .verification import pair_features
 
+    preprocessor = PreprocessImage(size) if preprocessor is None else preprocessor
+    if images is None:
+        images = preprocessor.transform(_items(table))
+    table = _with_rows(table)
     train, valid = _split(table, valid_writers, random_state)
-    embedder = train_siamese_model(table, size=size, valid_writers=list(valid["writer"].unique()), patience=patience,
-                                   progress=progress, random_state=random_state, module__backbone=backbone,
-                                   max_epochs=max_epochs, **embedder_params)
-    pipeline = Pipeline([("preprocess", PreprocessImage(size)),
-                         ("verifier", LogisticSiameseRegression(embedder, random_state=random_state))])
-    pairs = make_pairs(train, protocol="balanced", forgeries="both", n_per_writer=40, random_state=random_state)
-    pipeline.fit(pairs[["reference", "questioned"]], pairs["label"])
-    valid_pairs = make_pairs(valid, forgeries="skilled")
-    scores = score_pairs(pipeline, valid_pairs["reference"].tolist(), valid_pairs["questioned"].tolist())
-    return pipeline.set_params(verifier__threshold=choose_threshold(valid_pairs["label"], scores))
+    embedder = train_siamese_model(table, images=images, valid_writers=list(valid["writer"].unique()),
+                                   patience=patience, progress=progress, random_state=random_state,
+                                   module__backbone=backbone, max_epochs=max_epochs, lr=lr,
+                                   writers_per_batch=writers_per_batch, samples_per_writer=samples_per_writer,
+                                   **embedder_params)
+    head_rows, head_labels = _pair_rows(valid, protocol="balanced", forgeries="both", n_per_writer=40,
+                                        random_state=random_state)
+    verifier = LogisticSiameseRegression(embedder, random_state=random_state).fit(images[head_rows], head_labels)
+    rows, labels = _pair_rows(valid, forgeries="skilled")
+    distinct = np.unique(rows)
+    embedded = dict(zip(distinct, embedder.transform(images[distinct])))
+    pairs = np.stack([[embedded[a], embedded[b]] for a, b in rows])
+    threshold = choose_threshold(labels, verifier.classifier_.predict_proba(pair_features(pairs))[:, 1])
+    return Pipeline([("preprocess", preprocessor), ("verifier", verifier.set_params(threshold=threshold))])
 
 
 def get_predictions_for_single(model, reference, questioned):

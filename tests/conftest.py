@@ -32,6 +32,17 @@ def write_png(path, array):
     return path
 
 
+_SCAN_NUMBER = iter(range(10**9))
+
+
+def write_scan(path, page):
+    """Write ``page`` with one corner pixel changed, so that no two scans are byte-identical copies."""
+    page = page.copy()
+    number = next(_SCAN_NUMBER)
+    page[0, 0], page[0, 1] = number % 256, number // 256 % 256
+    return write_png(path, page)
+
+
 @pytest.fixture(scope="session")
 def real_data():
     if not REAL_DATA.is_dir():

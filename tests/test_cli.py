@@ -1,6 +1,7 @@
 import joblib
 import pytest
 
+from sigest import perform_voting
 from sigest.cli import main
 from sigest.datasets import load_signatures, make_signatures, save_signatures
 
@@ -41,7 +42,9 @@ def test_verify_exit_status_says_the_verdict(trained, capsys):
     forged = sorted(str(p) for p in (root / "data" / "w005" / "forged").glob("*.png"))
     status = main(["verify", str(model), "--reference", *refs[:3], "--questioned", forged[0]])
     out = capsys.readouterr().out
-    assert status in (0, 1) and out.startswith("GENUINE" if status == 0 else "FORGED")
+    label, probability, _ = perform_voting(joblib.load(model), forged[0], refs[:3])
+    assert status == (0 if label == 1 else 1) and out.startswith("GENUINE" if label == 1 else "FORGED")
+    assert f"probability_genuine={probability:.4f}" in out
 
 
 def test_bad_input_is_one_line_and_status_2(trained, tmp_path, capsys):

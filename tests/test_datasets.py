@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import GroupKFold
 
-from conftest import write_png
+from conftest import write_png, write_scan
 from sigest.datasets import (
     load_signatures,
     make_pairs,
@@ -24,8 +24,8 @@ def page():
 def test_cedar_layout(tmp_path, page):
     for w in (1, 2):
         for i in (1, 2):
-            write_png(tmp_path / "full_org" / f"original_{w}_{i}.png", page)
-        write_png(tmp_path / "full_forg" / f"forgeries_{w}_1.png", page)
+            write_scan(tmp_path / "full_org" / f"original_{w}_{i}.png", page)
+        write_scan(tmp_path / "full_forg" / f"forgeries_{w}_1.png", page)
     table = load_signatures(tmp_path)
     assert table.attrs["layout"] == "cedar"
     assert list(table.columns[:3]) == ["path", "writer", "genuine"]
@@ -34,9 +34,9 @@ def test_cedar_layout(tmp_path, page):
 
 def test_bhsig260_layout(tmp_path, page):
     for w in ("001", "002"):
-        write_png(tmp_path / w / f"B-S-{int(w)}-G-01.tif", page)
-        write_png(tmp_path / w / f"B-S-{int(w)}-G-02.tif", page)
-        write_png(tmp_path / w / f"B-S-{int(w)}-F-01.tif", page)
+        write_scan(tmp_path / w / f"B-S-{int(w)}-G-01.tif", page)
+        write_scan(tmp_path / w / f"B-S-{int(w)}-G-02.tif", page)
+        write_scan(tmp_path / w / f"B-S-{int(w)}-F-01.tif", page)
     table = load_signatures(tmp_path)
     assert table.attrs["layout"] == "bhsig260"
     assert sorted(table.writer.unique()) == ["1", "2"]
@@ -45,8 +45,8 @@ def test_bhsig260_layout(tmp_path, page):
 
 def test_sigcomp_layout(tmp_path, page):
     for w in ("001", "002"):
-        write_png(tmp_path / w / f"{w}_01.png", page)
-        write_png(tmp_path / f"{w}_forg" / f"0105{w}_01.png", page)
+        write_scan(tmp_path / w / f"{w}_01.png", page)
+        write_scan(tmp_path / f"{w}_forg" / f"0105{w}_01.png", page)
     table = load_signatures(tmp_path)
     assert table.attrs["layout"] == "sigcomp"
     assert table[["writer", "genuine"]].values.tolist() == [["001", True], ["001", False], ["002", True], ["002", False]]
@@ -155,3 +155,35 @@ def test_make_signatures_is_seeded_and_varied():
     assert len({row.tobytes() for row in flat}) == len(flat)
     with pytest.raises(ValueError, match="n_writers"):
         make_signatures(n_writers=0)
+
+
+def test_byte_identical_copies_are_dropped_and_counted(tmp_path, page):
+    for w in (1, 2):
+        for i in (1, 2):
+            write_scan(tmp_path / str(w) / f"B-S-{w}-G-0{i}.tif", page)
+        write_scan(tmp_path / str(w) / f"B-S-{w}-F-01.tif", page)
+    copy = tmp_path / "1" / "B-S-1-G-09.tif"
+    copy.write_bytes((tmp_path / "1" / "B-S-1-G-01.tif").read_bytes())
+    with pytest.warns(UserWarning, match="dropped 1 byte-identical"):
+        table = load_signatures(tmp_path)
+    assert table.attrs["n_duplicates"] == 1 and len(table) == 6
+    assert not table["path"].str.endswith("G-09.tif").any()
+    kept = load_signatures(tmp_path, drop_duplicates=False)
+    assert len(kept) == 7 and kept.attrs["n_duplicates"] == 0
+    # the same bytes under two different writers are two signatures, not a copy
+    (tmp_path / "2" / "B-S-2-G-09.tif").write_bytes(copy.read_bytes())
+    with pytest.warns(UserWarning, match="dropped 1 byte-identical"):
+        assert len(load_signatures(tmp_path)) == 7
+
+
+def test_several_folders_qualify_writers_by_data_set(tmp_path, page):
+    for name in ("setA", "setB"):
+        for i in (1, 2):
+            write_scan(tmp_path / name / "001" / f"001_0{i}.png", page)
+        write_scan(tmp_path / name / "001_forg" / f"0201001_01.png", page)
+    table = load_signatures([tmp_path / "setA", tmp_path / "setB"])
+    assert sorted(table["writer"].unique()) == ["setA/001", "setB/001"]
+    assert table.groupby("dataset").size().to_dict() == {"setA": 3, "setB": 3}
+    assert table.attrs["layout"] == {"setA": "sigcomp", "setB": "sigcomp"}
+    with pytest.raises(ValueError, match="distinct names"):
+        load_signatures([tmp_path / "setA", tmp_path / "setA"])

@@ -72,6 +72,9 @@ def test_eer_scorer_in_grid_search(folder_and_model):
     search = GridSearchCV(make_verifier(size=(32, 64), max_epochs=1, embedding_dim=16, random_state=0),
                           {"verifier__C": [0.1, 1.0]}, scoring=eer_scorer, cv=GroupKFold(n_splits=2))
     search.fit(pairs[["reference", "questioned"]], pairs["label"], groups=writer_groups(pairs))
+    X, y = pairs[["reference", "questioned"]], pairs["label"]
+    expected = -equal_error_rate(y, search.best_estimator_.predict_proba(X)[:, 1])[0]
+    assert eer_scorer(search.best_estimator_, X, y) == pytest.approx(expected)
     assert np.all(search.cv_results_["mean_test_score"] <= 0)
 
 
@@ -92,15 +95,15 @@ def test_benchmark_protocol_pair_counts(tmp_path):
     import importlib.util
     from pathlib import Path
 
-    from conftest import write_png
+    from conftest import write_scan
 
     page = np.full((30, 60), 240, np.uint8)
     page[10:20, 5:55] = 20
     for w in range(1, 13):
         for i in range(4):
-            write_png(tmp_path / f"{w:03d}" / f"{w:03d}_{i:02d}.png", page)
+            write_scan(tmp_path / f"{w:03d}" / f"{w:03d}_{i:02d}.png", page)
         for i in range(2):
-            write_png(tmp_path / f"{w:03d}_forg" / f"0201{w:03d}_{i:02d}.png", page)
+            write_scan(tmp_path / f"{w:03d}_forg" / f"0201{w:03d}_{i:02d}.png", page)
     spec = importlib.util.spec_from_file_location("bench", Path(__file__).parents[1] / "benchmarks" / "sigcomp2011_dutch.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

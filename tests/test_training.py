@@ -1,0 +1,156 @@
+"""The training pieces: preprocessed cache, validation-EER checkpoints, augmentation, losses, devices."""
+
+import io
+import pickle
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from skorch.callbacks import EarlyStopping
+
+from sigest import PreprocessImage, SiameseEmbedder, embedding_targets
+from sigest.cache import cache_images, load_cache, prepare_cache
+from sigest.callbacks import WriterEER
+from sigest.datasets import load_signatures, save_signatures
+from sigest.metrics import embedding_eer, within_writer_pairs
+from sigest.nn import ProxyAnchorLoss, SignatureAugment, get_loss
+
+SIZE = (32, 64)
+
+
+@pytest.fixture(scope="module")
+def images_and_targets(small_signatures):
+    images = PreprocessImage(size=SIZE).transform(list(small_signatures.images))
+    return images, small_signatures.writer, small_signatures.genuine
+
+
+def _quiet(*args):
+    """A sink for skorch messages."""
+
+
+def tiny_net(**params):
+    return SiameseEmbedder(**{"module__backbone": "resnet_tiny", "module__embedding_dim": 16, "max_epochs": 2,
+                              "random_state": 0, "device": "cpu", **params})
+
+
+def test_cache_round_trip_matches_preprocessing(tmp_path, small_signatures):
+    table = load_signatures(save_signatures(small_signatures, tmp_path / "data"))
+    pre = PreprocessImage(size=SIZE)
+    path = prepare_cache(table, tmp_path / "cache.npz", preprocessor=pre, progress=False)
+    cache = load_cache(path)
+    assert cache.images.shape == (len(table), *SIZE) and cache.images.dtype == np.uint8
+    assert cache.table["writer"].tolist() == table["writer"].tolist()
+    assert cache.table["genuine"].tolist() == table["genuine"].tolist()
+    assert cache.preprocessor["params"]["size"] == list(SIZE) or cache.preprocessor["params"]["size"] == SIZE
+    expected = pre.transform(table["path"].tolist()[:5])
+    np.testing.assert_allclose(cache_images(cache, [0, 1, 2, 3, 4]), expected, atol=0.5 / 255 + 1e-6)
+    assert not list(tmp_path.glob(".cache.npz.*")), "no temporary file left behind"
+    (tmp_path / "junk.npz").write_bytes(b"not a cache")
+    with pytest.raises(ValueError, match="not a sigest cache"):
+        load_cache(tmp_path / "junk.npz")
+
+
+def test_within_writer_pairs_and_embedding_eer():
+    writers = np.array(["a", "a", "a", "b", "b", "b"])
+    genuine = np.array([True, True, False, True, True, False])
+    first, second, label = within_writer_pairs(writers, genuine)
+    assert sorted(zip(first, second, label)) == [(0, 1, 1), (0, 2, 0), (1, 2, 0), (3, 4, 1), (3, 5, 0), (4, 5, 0)]
+    close = np.array([[0, 0], [0, 0.1], [1, 0], [5, 5], [5, 5.1], [6, 5]], float)
+    assert embedding_eer(close, writers, genuine) == 0.0
+    between = np.array([[0, 0], [2, 0], [1, 0], [5, 5], [7, 5], [6, 5]], float)  # forgeries nearer than genuine
+    assert embedding_eer(between, writers, genuine) == 1.0
+
+
+def test_writer_eer_callback_selects_the_best_epoch_and_is_not_pickled(images_and_targets):
+    images, writers, genuine = images_and_targets
+    held_out = np.isin(writers, np.unique(writers)[4:])
+    callback = WriterEER(images[held_out], writers[held_out], genuine[held_out])
+    net = tiny_net(max_epochs=3, callbacks=[callback, EarlyStopping(monitor="valid_eer", patience=5, load_best=True,
+                                                                    sink=_quiet)])
+    net.fit(images[~held_out], embedding_targets(writers[~held_out], genuine[~held_out]))
+    recorded = net.history[:, "valid_eer"]
+    assert len(recorded) == 3 and all(0 <= e <= 1 for e in recorded)
+    final = embedding_eer(net.transform(images[held_out]), writers[held_out], genuine[held_out])
+    assert final == pytest.approx(min(recorded))  # load_best restored the best epoch's weights
+    buffer = io.BytesIO()
+    pickle.dump(net, buffer)
+    loaded = pickle.loads(buffer.getvalue())
+    assert [c for name, c in loaded.callbacks_ if isinstance(c, WriterEER)][0].X is None
+    assert clone(net).callbacks[0].X is callback.X  # clone keeps the validation data
+
+
+def test_augment_is_applied_in_training_only_and_keeps_shape(images_and_targets):
+    images, writers, genuine = images_and_targets
+    x = torch.from_numpy(images[:8])
+    g = torch.Generator().manual_seed(0)
+    out = SignatureAugment()(x, generator=g)
+    assert out.shape == x.shape and not torch.equal(out, x)
+    assert 0.5 < out.sum() / x.sum() < 2.0, "ink is moved and thickened, not erased or multiplied"
+    calls = []
+
+    class Spy(SignatureAugment):
+        def forward(self, x, generator=None):
+            calls.append(x.shape)
+            return super().forward(x, generator=generator)
+
+    net = tiny_net(augment=Spy(), max_epochs=1).fit(images, embedding_targets(writers, genuine))
+    n_batches = len(net.history[-1, "batches"])
+    assert len(calls) == n_batches
+    net.transform(images)
+    assert len(calls) == n_batches, "no augmentation at inference"
+
+
+def test_fit_leaves_torch_global_rng_alone(images_and_targets):
+    images, writers, genuine = images_and_targets
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    tiny_net(max_epochs=1).fit(images, embedding_targets(writers, genuine))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_loader_options_reach_the_writer_balanced_loader(images_and_targets):
+    images, writers, genuine = images_and_targets
+    seen = {}
+
+    class Loader(torch.utils.data.DataLoader):
+        def __init__(self, dataset, **kwargs):
+            seen.update(kwargs)
+            super().__init__(dataset, **kwargs)
+
+    tiny_net(max_epochs=1, iterator_train=Loader, iterator_train__pin_memory=True).fit(
+        images, embedding_targets(writers, genuine))
+    assert seen["pin_memory"] is True and "batch_sampler" in seen
+
+
+def test_proxy_anchor_loss_learns_from_writer_labels(images_and_targets):
+    images, writers, genuine = images_and_targets
+    assert isinstance(get_loss("proxy_anchor", num_writers=3), ProxyAnchorLoss)
+    n_writers = len(np.unique(writers))
+    net = tiny_net(criterion=ProxyAnchorLoss, criterion__num_writers=n_writers, criterion__embedding_dim=16,
+                   max_epochs=3, lr=1e-2)
+    net.fit(images, embedding_targets(writers, genuine))
+    losses = net.history[:, "train_loss"]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    loss = ProxyAnchorLoss(num_writers=2, embedding_dim=4)
+    with pytest.raises(ValueError, match="num_writers"):
+        loss.online(torch.randn(3, 4), torch.tensor([0, 1, 2]), torch.tensor([True, True, False]))
+
+
+def test_a_net_saved_on_cuda_predicts_on_a_cpu_only_machine(images_and_targets, monkeypatch):
+    """Simulated: the pickled state says "cuda"; loading where CUDA is absent maps everything to the CPU."""
+    images, writers, genuine = images_and_targets
+    net = tiny_net(max_epochs=1).fit(images, embedding_targets(writers, genuine))
+    expected = net.transform(images[:4])
+    net.__dict__["device"] = "cuda"
+    buffer = io.BytesIO()
+    joblib.dump(net, buffer)
+    net.__dict__["device"] = "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    buffer.seek(0)
+    with pytest.warns(Warning):
+        loaded = joblib.load(buffer)
+    assert loaded.device == "cpu" and loaded.get_params()["device"] == "cpu"
+    np.testing.assert_allclose(loaded.transform(images[:4]), expected, rtol=1e-5, atol=1e-6)
