@@ -78,7 +78,7 @@ def test_writer_eer_callback_selects_the_best_epoch_and_is_not_pickled(images_an
     pickle.dump(net, buffer)
     loaded = pickle.loads(buffer.getvalue())
     assert [c for name, c in loaded.callbacks_ if isinstance(c, WriterEER)][0].X is None
-    assert clone(net).callbacks[0].X is callback.X  # clone keeps the validation data
+    np.testing.assert_array_equal(clone(net).callbacks[0].X, callback.X)  # clone keeps the validation data
 
 
 def test_augment_is_applied_in_training_only_and_keeps_shape(images_and_targets):
