@@ -8,6 +8,8 @@ writer splits, synthetic signatures), :mod:`sigest.preprocessing` (transformers 
 """
 
 from .embedder import SiameseEmbedder, embedding_targets
+from .persistence import load, save
+from .pretrained import list_pretrained, pretrained
 from .preprocessing import PreprocessImage, TestPreprocessImage
 from .verification import LogisticSiameseRegression, VotingVerifier, make_verifier
 from .workflows import get_predictions_for_single, perform_voting, train_model, train_siamese_model
@@ -22,8 +24,12 @@ __all__ = [
     "VotingVerifier",
     "embedding_targets",
     "get_predictions_for_single",
+    "list_pretrained",
+    "load",
     "make_verifier",
     "perform_voting",
+    "pretrained",
+    "save",
     "train_model",
     "train_siamese_model",
 ]

@@ -18,12 +18,28 @@ class CommandError(Exception):
     """A one-line problem with the user's input."""
 
 
-def _load_model(path):
+PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+
+
+def _load_model(spec):
+    """A fitted pipeline from a shipped model's name, a safe ``.safetensors`` file or a joblib file."""
     from sklearn.pipeline import Pipeline
 
-    path = Path(path)
+    from .persistence import ModelFormatError, load
+    from .pretrained import list_pretrained, pretrained
+
+    if spec in list_pretrained():
+        return pretrained(spec)
+    path = Path(spec)
     if not path.is_file():
-        raise CommandError(f"model file not found: {path}")
+        raise CommandError(f"model file not found: {path} (shipped models: {', '.join(list_pretrained())})")
+    if path.suffix.lower() not in PICKLE_SUFFIXES:
+        try:
+            return load(path)
+        except ModelFormatError as exc:
+            raise CommandError(str(exc)) from None
+    print(f"sigest: warning: {path} is a pickle (joblib) file, which runs code when loaded: load it only from a "
+          "source you trust; 'sigest train --out MODEL.safetensors' writes the safe format", file=sys.stderr)
     try:
         model = joblib.load(path)
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError, AttributeError, ImportError, IndexError) as exc:
@@ -58,6 +74,16 @@ def _train(args, table, images=None, preprocessor=None):
                           random_state=args.seed, progress=not args.quiet, lr=args.lr)
 
 
+def _save_model(model, path, info=None):
+    """The safe format, unless the path asks for a pickle (``.joblib``, ``.pkl``)."""
+    from .persistence import save
+
+    if Path(path).suffix.lower() in PICKLE_SUFFIXES:
+        joblib.dump(model, path)
+    else:
+        save(model, path, info=info)
+
+
 def cmd_prepare(args):
     from .cache import prepare_cache
     from .datasets import load_signatures
@@ -85,7 +111,7 @@ def cmd_train(args):
         images = None if images is None else images[keep]
     model = _train(args, table, images, preprocessor)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    joblib.dump(model, args.out)
+    _save_model(model, args.out, info={"writers": sorted(table["writer"].unique()), "data": list(args.data)})
     print(f"trained on {table['writer'].nunique()} writers; threshold {model[-1].threshold:.3f}; saved {args.out}")
     return 0
 
@@ -179,7 +205,8 @@ def build_parser():
     train.add_argument("data", nargs="+",
                        help="signature folder(s) (CEDAR, BHSig260, SigComp or generic layout), or one cache file "
                             "written by 'sigest prepare'")
-    train.add_argument("--out", required=True, help="model file to write (joblib)")
+    train.add_argument("--out", required=True,
+                       help="model file to write: .safetensors (safe, loads without running code) or .joblib")
     train.add_argument("--test-writers", nargs="+",
                        help="writers to leave out entirely (kept for testing); with several folders, qualified "
                             "as FOLDER/WRITER")
@@ -187,7 +214,7 @@ def build_parser():
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="writer-independent evaluation of a model on a signature folder")
-    ev.add_argument("model", help="model file written by 'sigest train'")
+    ev.add_argument("model", help="model file written by 'sigest train', or a shipped model's name (sigest-base)")
     ev.add_argument("data", nargs="+", help="signature folder(s)")
     ev.add_argument("--writers", nargs="+", help="test writers (default: every writer in the folder)")
     ev.add_argument("--out", help="report folder (CSV and PNG files)")
@@ -195,7 +222,8 @@ def build_parser():
     ev.set_defaults(func=cmd_evaluate)
 
     verify = sub.add_parser("verify", help="verify a questioned signature against genuine references")
-    verify.add_argument("model", help="model file written by 'sigest train'")
+    verify.add_argument("model", nargs="?", default="sigest-base",
+                        help="model file written by 'sigest train', or a shipped model's name (default %(default)s)")
     verify.add_argument("--reference", nargs="+", required=True, help="genuine reference images")
     verify.add_argument("--questioned", required=True, help="the questioned image")
     verify.add_argument("--voting", choices=["soft", "hard"], default="soft")
@@ -210,7 +238,7 @@ def main(argv=None):
 
     try:
         return args.func(args)
-    except (CommandError, FileNotFoundError, ImageReadError, ValueError) as exc:
+    except (CommandError, FileNotFoundError, IsADirectoryError, ImageReadError, ValueError) as exc:
         print(f"sigest: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 

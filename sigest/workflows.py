@@ -11,7 +11,8 @@ from .embedder import SiameseEmbedder, embedding_targets
 from .preprocessing import PreprocessImage
 from .verification import LogisticSiameseRegression, VotingVerifier, make_verifier
 
-__all__ = ["train_siamese_model", "train_model", "train_verifier", "get_predictions_for_single", "perform_voting"]
+__all__ = ["train_siamese_model", "train_model", "train_verifier", "fit_pair_head", "get_predictions_for_single",
+           "perform_voting"]
 
 
 def _split(table, writers, random_state):
@@ -104,6 +105,43 @@ def _pair_rows(table, **pair_params):
     return pairs[["reference", "questioned"]].to_numpy(dtype=int), pairs["label"].to_numpy()
 
 
+def fit_pair_head(embedder, valid, images, *, n_per_writer=40, random_state=0):
+    """The pair classifier and its threshold, fitted on writers the embedder never trained on.
+
+    Parameters
+    ----------
+    embedder : SiameseEmbedder
+        Fitted.
+    valid : pandas.DataFrame
+        Signature table of the validation writers.
+    images : ndarray of shape (n_images, 1, H, W)
+        Preprocessed images; ``valid["_row"]`` (or, without that column, ``valid.index``) indexes them.
+    n_per_writer : int, default=40
+        Balanced pairs of each label per writer (skilled and random forgeries) for the logistic regression.
+    random_state : int, default=0
+
+    Returns
+    -------
+    verifier : LogisticSiameseRegression
+        Fitted, its ``threshold`` the EER threshold of the validation writers' exhaustive
+        genuine/skilled pairs.
+    """
+    from .evaluation import choose_threshold
+    from .verification import pair_features
+
+    if "_row" not in valid.columns:
+        valid = valid.assign(_row=valid.index.to_numpy())
+    head_rows, head_labels = _pair_rows(valid, protocol="balanced", forgeries="both", n_per_writer=n_per_writer,
+                                        random_state=random_state)
+    verifier = LogisticSiameseRegression(embedder, random_state=random_state).fit(images[head_rows], head_labels)
+    rows, labels = _pair_rows(valid, forgeries="skilled")
+    distinct = np.unique(rows)
+    embedded = dict(zip(distinct, embedder.transform(images[distinct])))
+    pairs = np.stack([[embedded[a], embedded[b]] for a, b in rows])
+    threshold = choose_threshold(labels, verifier.classifier_.predict_proba(pair_features(pairs))[:, 1])
+    return verifier.set_params(threshold=threshold)
+
+
 def train_verifier(table, *, images=None, preprocessor=None, valid_writers=0.15, size=(150, 220),
                    backbone="resnet_tiny", max_epochs=40, patience=8, lr=3e-3, writers_per_batch=32,
                    samples_per_writer=8, progress=True, random_state=0, **embedder_params):
@@ -148,9 +186,6 @@ def train_verifier(table, *, images=None, preprocessor=None, valid_writers=0.15,
     """
     from sklearn.pipeline import Pipeline
 
-    from .evaluation import choose_threshold
-    from .verification import pair_features
-
     preprocessor = PreprocessImage(size) if preprocessor is None else preprocessor
     if images is None:
         images = preprocessor.transform(_items(table))
@@ -161,15 +196,8 @@ def train_verifier(table, *, images=None, preprocessor=None, valid_writers=0.15,
                                    module__backbone=backbone, max_epochs=max_epochs, lr=lr,
                                    writers_per_batch=writers_per_batch, samples_per_writer=samples_per_writer,
                                    **embedder_params)
-    head_rows, head_labels = _pair_rows(valid, protocol="balanced", forgeries="both", n_per_writer=40,
-                                        random_state=random_state)
-    verifier = LogisticSiameseRegression(embedder, random_state=random_state).fit(images[head_rows], head_labels)
-    rows, labels = _pair_rows(valid, forgeries="skilled")
-    distinct = np.unique(rows)
-    embedded = dict(zip(distinct, embedder.transform(images[distinct])))
-    pairs = np.stack([[embedded[a], embedded[b]] for a, b in rows])
-    threshold = choose_threshold(labels, verifier.classifier_.predict_proba(pair_features(pairs))[:, 1])
-    return Pipeline([("preprocess", preprocessor), ("verifier", verifier.set_params(threshold=threshold))])
+    verifier = fit_pair_head(embedder, valid, images, random_state=random_state)
+    return Pipeline([("preprocess", preprocessor), ("verifier", verifier)])
 
 
 def get_predictions_for_single(model, reference, questioned):

@@ -1,6 +1,7 @@
 import joblib
 import pytest
 
+import sigest
 from sigest import perform_voting
 from sigest.cli import main
 from sigest.datasets import load_signatures, make_signatures, save_signatures
@@ -11,7 +12,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     data = make_signatures(n_writers=7, n_genuine=5, n_forged=2, image_size=(60, 120), random_state=0)
     save_signatures(data, root / "data")
-    model = root / "model.joblib"
+    model = root / "model.safetensors"
     status = main(["train", str(root / "data"), "--out", str(model), "--epochs", "1", "--size", "32", "64",
                    "--test-writers", "w005", "w006", "--quiet"])
     assert status == 0
@@ -20,7 +21,7 @@ def trained(tmp_path_factory):
 
 def test_train_saves_a_pipeline_scoring_path_pairs(trained):
     root, model_path = trained
-    model = joblib.load(model_path)
+    model = sigest.load(model_path)
     table = load_signatures(root / "data")
     X = table[["path", "path"]].to_numpy()[:4]
     proba = model.predict_proba(X)
@@ -42,7 +43,7 @@ def test_verify_exit_status_says_the_verdict(trained, capsys):
     forged = sorted(str(p) for p in (root / "data" / "w005" / "forged").glob("*.png"))
     status = main(["verify", str(model), "--reference", *refs[:3], "--questioned", forged[0]])
     out = capsys.readouterr().out
-    label, probability, _ = perform_voting(joblib.load(model), forged[0], refs[:3])
+    label, probability, _ = perform_voting(sigest.load(model), forged[0], refs[:3])
     assert status == (0 if label == 1 else 1) and out.startswith("GENUINE" if label == 1 else "FORGED")
     assert f"probability_genuine={probability:.4f}" in out
 
@@ -53,7 +54,7 @@ def test_bad_input_is_one_line_and_status_2(trained, tmp_path, capsys):
     assert main(["verify", str(model), "--reference", *refs, "--questioned", str(tmp_path / "nope.png")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("sigest: error: image file not found") and err.count("\n") == 1
-    junk = tmp_path / "junk.joblib"
+    junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not a model")
     assert main(["verify", str(junk), "--reference", *refs, "--questioned", refs[0]]) == 2
     assert "not a sigest model" in capsys.readouterr().err
@@ -63,3 +64,15 @@ def test_bad_input_is_one_line_and_status_2(trained, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["verify", str(model), "--questioned", refs[0]])
     assert exit_info.value.code == 2
+
+
+def test_pickle_models_warn_and_safe_models_do_not(trained, tmp_path, capsys):
+    root, model = trained
+    refs = sorted(str(p) for p in (root / "data" / "w005" / "genuine").glob("*.png"))
+    main(["verify", str(model), "--reference", *refs[:2], "--questioned", refs[2]])
+    assert capsys.readouterr().err == ""
+    pickled = tmp_path / "model.joblib"
+    joblib.dump(sigest.load(model), pickled)
+    main(["verify", str(pickled), "--reference", *refs[:2], "--questioned", refs[2]])
+    err = capsys.readouterr().err
+    assert "pickle (joblib) file, which runs code" in err and err.count("\n") == 1

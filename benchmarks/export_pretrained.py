@@ -1,0 +1,56 @@
+"""Build the shipped ``sigest-base`` model file from a network trained by ``recipe.py --folds -1 --save``.
+
+The network was trained on every writer of the cache but its validation writers; here the pair head
+and the threshold are fitted on those validation writers (never trained on), and the pipeline is
+written in the safe format::
+
+    python benchmarks/export_pretrained.py RUN.pt CACHE.npz sigest/weights/sigest-base.safetensors
+"""
+
+import argparse
+
+import numpy as np
+import torch
+from sklearn.pipeline import Pipeline
+
+from sigest.cache import cache_images, load_cache
+from sigest.embedder import SiameseEmbedder
+from sigest.persistence import save
+from sigest.preprocessing import PreprocessImage
+from sigest.workflows import fit_pair_head
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run")
+    parser.add_argument("cache")
+    parser.add_argument("out")
+    args = parser.parse_args()
+    run = torch.load(args.run, map_location="cpu", weights_only=False)  # our own training output
+    settings = run["args"]
+    cache = load_cache(args.cache)
+    net = SiameseEmbedder(module__backbone=settings["backbone"], module__embedding_dim=settings["dim"],
+                          module__attention_stages=tuple(settings["attention"]), device="cpu")
+    net.initialize()
+    net.module_.load_state_dict(run["state_dict"])
+    net.history_.new_epoch()
+    for key, value in {k: v for k, v in run["history"][-1].items() if k != "epoch"}.items():
+        net.history_.record(key, float(value) if isinstance(value, (float, np.floating)) else value)
+    table = cache.table.rename(columns={"index": "_row"})
+    valid = table[table["writer"].isin(run["valid_writers"])]
+    images = cache_images(cache)
+    verifier = fit_pair_head(net, valid, images, random_state=0)
+    params = cache.preprocessor["params"]
+    model = Pipeline([("preprocess", PreprocessImage(**{**params, "size": tuple(params["size"]), "n_jobs": None})),
+                      ("verifier", verifier)])
+    info = {"train_writers": run["train_writers"], "valid_writers": run["valid_writers"],
+            "recipe": {k: settings[k] for k in ("backbone", "dim", "attention", "size", "epochs", "patience", "lr",
+                                                "weight_decay", "margin", "mining", "loss", "p", "k_per_writer")},
+            "best_valid_eer": float(min(e["valid_eer"] for e in run["history"])),
+            "epochs_trained": len(run["history"])}
+    save(model, args.out, info=info)
+    print(f"threshold {verifier.threshold:.4f}; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

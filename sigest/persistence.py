@@ -1,0 +1,190 @@
+"""A model file that loading cannot turn into code execution: tensors in safetensors, the rest as JSON.
+
+A fitted ``preprocess -> verifier`` pipeline is written as one ``.safetensors`` file: the network's
+weights and the logistic head's coefficients as tensors, and in the file's metadata a JSON document
+with the preprocessing parameters, the network's architecture (registry names and sizes), the
+decision threshold, the versions of sigest and torch, and what the model was trained on. Reading it
+parses JSON and copies numbers; nothing is unpickled, so a planted payload cannot run.
+
+``joblib.dump``/``joblib.load`` of the pipeline keep working, as scikit-learn users expect, but a
+joblib or pickle file runs code when loaded: load those only from a source you trust.
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
+from skorch.history import History
+
+from .embedder import SiameseEmbedder
+from .preprocessing import PreprocessImage, TestPreprocessImage
+from .verification import LogisticSiameseRegression
+
+__all__ = ["save", "load", "FORMAT_VERSION", "ModelFormatError"]
+
+FORMAT_VERSION = 1
+_PREPROCESSORS = {cls.__name__: cls for cls in (PreprocessImage, TestPreprocessImage)}
+_ARCHITECTURE = ("backbone", "embedding_dim", "attention", "attention_stages", "in_channels", "dropout")
+
+
+class ModelFormatError(ValueError):
+    """The file is not a sigest model, or one this version of sigest cannot read."""
+
+
+def _versions():
+    from . import __version__
+
+    return {"sigest": __version__, "torch": torch.__version__.split("+")[0]}
+
+
+def _architecture(embedder):
+    params = embedder.get_params()
+    defaults = {"backbone": "resnet18", "embedding_dim": 128, "attention": "spatial", "attention_stages": [3, 4],
+                "in_channels": 1, "dropout": 0.0}
+    out = {name: params.get(f"module__{name}", defaults[name]) for name in _ARCHITECTURE}
+    out["attention_stages"] = [int(s) for s in out["attention_stages"]]
+    return out
+
+
+def _plain_history(history):
+    """The embedder's per-epoch records as JSON-able dicts, without per-batch details."""
+    records = []
+    for epoch in history:
+        records.append({k: (float(v) if isinstance(v, (float, np.floating)) else v)
+                        for k, v in epoch.items() if k != "batches" and isinstance(v, (int, float, bool, np.floating))})
+    return records
+
+
+def save(model, path, *, info=None):
+    """Write a fitted pipeline as a safe ``.safetensors`` model file (atomically).
+
+    Parameters
+    ----------
+    model : sklearn.pipeline.Pipeline
+        Fitted ``PreprocessImage -> LogisticSiameseRegression`` (as :func:`sigest.make_verifier`
+        or :func:`sigest.workflows.train_verifier` make).
+    path : str or path-like
+        File to write; replaced only once the new file is complete.
+    info : dict or None
+        JSON-serialisable facts to keep with the model (training data, recipe, metrics).
+
+    Returns
+    -------
+    path : pathlib.Path
+    """
+    preprocess, verifier = model[0], model[-1]
+    if len(model) != 2 or type(preprocess).__name__ not in _PREPROCESSORS or not isinstance(
+            verifier, LogisticSiameseRegression):
+        raise TypeError("save expects a fitted Pipeline of PreprocessImage (or TestPreprocessImage) and "
+                        "LogisticSiameseRegression")
+    check_is_fitted(verifier)
+    tensors = {f"embedder.{k}": v.detach().cpu().numpy() for k, v in verifier.embedder_.module_.state_dict().items()}
+    tensors["head.coef"] = verifier.classifier_.coef_.astype(np.float64)
+    tensors["head.intercept"] = verifier.classifier_.intercept_.astype(np.float64)
+    preprocess_params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in preprocess.get_params().items()}
+    document = {
+        "format": "sigest-model",
+        "format_version": FORMAT_VERSION,
+        "versions": _versions(),
+        "preprocess": {"class": type(preprocess).__name__, "params": preprocess_params},
+        "network": _architecture(verifier.embedder_),
+        "history": _plain_history(verifier.embedder_.history_),
+        "head": {"C": verifier.C, "threshold": float(verifier.threshold), "classes": [int(c) for c in verifier.classes_]},
+        "info": info or {},
+    }
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp,
+                  metadata={"sigest": json.dumps(document)})
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_metadata(path):
+    """The JSON document of a sigest model file, without reading its tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="numpy") as handle:
+            metadata = handle.metadata() or {}
+        document = json.loads(metadata["sigest"])
+    except (SafetensorError, KeyError, ValueError, OSError) as exc:
+        raise ModelFormatError(f"{path} is not a sigest model file ({type(exc).__name__})") from None
+    if document.get("format") != "sigest-model":
+        raise ModelFormatError(f"{path} is not a sigest model file")
+    if document.get("format_version") != FORMAT_VERSION:
+        raise ModelFormatError(
+            f"{path} was written by sigest {document.get('versions', {}).get('sigest', '?')} in model format "
+            f"{document.get('format_version')}; this sigest {_versions()['sigest']} reads format {FORMAT_VERSION}")
+    return document
+
+
+def load(path, *, device="auto"):
+    """Read a model file written by :func:`save` into a fitted pipeline; no code in the file runs.
+
+    Parameters
+    ----------
+    path : str or path-like
+    device : str, default="auto"
+        Where the network runs: "auto" (CUDA when present), "cpu" or "cuda". A model trained on
+        any device loads anywhere.
+
+    Returns
+    -------
+    pipeline : sklearn.pipeline.Pipeline
+        Fitted ``preprocess -> verifier``; ``predict_proba`` takes (n, 2) (reference, questioned)
+        paths or images. ``pipeline.sigest_info_`` holds the file's metadata document.
+    """
+    document = read_metadata(path)
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise ModelFormatError(f"{path} is not a readable sigest model file ({exc})") from None
+    preprocess_spec = document["preprocess"]
+    if preprocess_spec["class"] not in _PREPROCESSORS:
+        raise ModelFormatError(f"{path}: unknown preprocessing {preprocess_spec['class']!r}")
+    params = dict(preprocess_spec["params"])
+    params["size"] = tuple(params["size"])
+    preprocess = _PREPROCESSORS[preprocess_spec["class"]](**params)
+    network = document["network"]
+    embedder = SiameseEmbedder(device=device, **{f"module__{k}": (tuple(v) if k == "attention_stages" else v)
+                                                 for k, v in network.items()})
+    embedder.initialize()
+    state = {k[len("embedder."):]: torch.from_numpy(np.array(v)) for k, v in tensors.items() if k.startswith("embedder.")}
+    try:
+        embedder.module_.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelFormatError(f"{path}: weights do not fit the network it describes ({exc})") from None
+    embedder.module_.eval()
+    embedder.history_ = History(document.get("history") or [{"epoch": 0}])
+    head = document["head"]
+    classifier = LogisticRegression(C=head["C"])
+    classifier.coef_ = np.array(tensors["head.coef"])
+    classifier.intercept_ = np.array(tensors["head.intercept"])
+    classifier.classes_ = np.array(head["classes"])
+    classifier.n_features_in_ = classifier.coef_.shape[1]
+    classifier.n_iter_ = np.array([0])
+    verifier = LogisticSiameseRegression(embedder, C=head["C"], threshold=head["threshold"])
+    verifier.embedder_ = embedder
+    verifier.classifier_ = classifier
+    verifier.classes_ = classifier.classes_
+    pipeline = Pipeline([("preprocess", preprocess), ("verifier", verifier)])
+    pipeline.sigest_info_ = document
+    return pipeline

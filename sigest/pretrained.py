@@ -1,0 +1,77 @@
+"""Verifiers shipped inside the package, named like torchvision's weights: no download, no training.
+
+>>> import sigest
+>>> model = sigest.pretrained("sigest-base")              # a fitted Pipeline
+>>> model.predict_proba(pairs)[:, 1]                      # doctest: +SKIP
+
+Each entry of :class:`PretrainedVerifier` names a safe model file in ``sigest/weights`` (read with
+:func:`sigest.persistence.load`, which runs no code) and its ``meta``: training data, recipe, input
+size, threshold and the recipe's measured writer-independent metrics. The file's own metadata holds
+the same facts, so a copy of the file explains itself.
+"""
+
+from dataclasses import dataclass, field
+from enum import Enum
+from importlib import resources
+
+from .persistence import load
+
+__all__ = ["PretrainedVerifier", "pretrained", "list_pretrained"]
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A shipped model: the file under ``sigest/weights`` and what is known about it."""
+
+    file: str
+    meta: dict = field(default_factory=dict)
+
+
+class PretrainedVerifier(Enum):
+    """The verifiers that ship with sigest; ``.value.meta`` describes each."""
+
+    SIGEST_BASE = Weights(
+        file="sigest-base.safetensors",
+        meta={
+            "name": "sigest-base",
+            "training_data": "SigComp2011 Dutch (43 writers), CEDAR (55), BHSig260 Bengali 1-50 (50): 130 writers "
+                             "trained on, 18 held out for checkpoint selection, the pair head and the threshold",
+            "licences": "CEDAR and BHSig260 are distributed for research use; SigComp2011 under the ICDAR 2011 "
+                        "competition terms. Use of this model inherits those terms.",
+            "recipe": "resnet_tiny (spatial attention after stages 3 and 4), 128-d embedding, 150x220 input, "
+                      "batch-hard triplet loss (margin 0.2, skilled forgeries as negatives), 32 writers x 8 "
+                      "signatures a batch, AdamW lr 3e-3, checkpoint chosen by validation-writer EER",
+            "input": "a cropped scan of one signature, dark ink on light paper, about 100-300 dpi",
+            "measured": "see docs/MODEL_CARD.md: the same recipe on writer-disjoint folds",
+        },
+    )
+
+
+def list_pretrained():
+    """Names of the shipped verifiers."""
+    return [entry.value.meta["name"] for entry in PretrainedVerifier]
+
+
+def pretrained(name="sigest-base", *, device="auto"):
+    """A shipped, fitted verifier pipeline, read from the package's safe model file.
+
+    Parameters
+    ----------
+    name : str, default="sigest-base"
+        One of :func:`list_pretrained`.
+    device : str, default="auto"
+
+    Returns
+    -------
+    pipeline : sklearn.pipeline.Pipeline
+        ``PreprocessImage -> LogisticSiameseRegression``, fitted; ``predict_proba`` takes (n, 2)
+        (reference, questioned) paths or images; ``verifier.threshold`` was chosen on held-out writers.
+    """
+    entries = {entry.value.meta["name"]: entry for entry in PretrainedVerifier}
+    if name not in entries:
+        raise ValueError(f"unknown pretrained verifier {name!r}; shipped: {', '.join(entries)}")
+    weights = entries[name].value
+    with resources.as_file(resources.files("sigest") / "weights" / weights.file) as path:
+        if not path.is_file():
+            raise FileNotFoundError(f"the package lacks its weights file {path}; reinstall sigest")
+        return load(path, device=device)

@@ -1,0 +1,105 @@
+"""Safe model files: a round trip that changes nothing, and files that cannot run code."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+import sigest
+from sigest import make_verifier
+from sigest.cli import main
+from sigest.datasets import make_pairs
+from sigest.persistence import FORMAT_VERSION, ModelFormatError, load, read_metadata, save
+
+SIZE = (32, 64)
+
+
+@pytest.fixture(scope="module")
+def fitted(small_signatures):
+    pairs = make_pairs(small_signatures.table, protocol="balanced", forgeries="both", n_per_writer=6, random_state=0)
+    X = pairs[["reference", "questioned"]].to_numpy()
+    model = make_verifier(size=SIZE, max_epochs=1, embedding_dim=16, random_state=0).fit(X, pairs["label"])
+    return model.set_params(verifier__threshold=0.42), X
+
+
+class _Payload:
+    """Unpickling this writes a marker file: proof that a loader ran code from the file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_round_trip_gives_the_same_probabilities_and_threshold(fitted, tmp_path):
+    model, X = fitted
+    path = save(model, tmp_path / "model.safetensors", info={"data": "synthetic"})
+    loaded = load(path, device="cpu")
+    np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), rtol=1e-5, atol=1e-6)
+    assert loaded[-1].threshold == 0.42 and loaded[0].get_params() == model[0].get_params()
+    assert loaded.sigest_info_["info"] == {"data": "synthetic"}
+    assert loaded.sigest_info_["network"]["backbone"] == "resnet_tiny"
+    assert not list(tmp_path.glob(".*.tmp")), "written atomically, nothing left behind"
+
+
+def test_a_planted_pickle_does_not_run(fitted, tmp_path):
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.safetensors"
+    evil.write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(ModelFormatError, match="not a sigest model"):
+        load(evil)
+    assert main(["verify", str(evil), "--reference", "a.png", "--questioned", "b.png"]) == 2
+    # a real safetensors file whose metadata smuggles a pickle is read as text, never unpickled
+    model, _ = fitted
+    path = save(model, tmp_path / "ok.safetensors")
+    document = read_metadata(path)
+    document["info"] = {"payload": pickle.dumps(_Payload(marker)).hex()}
+    from safetensors.numpy import load_file
+
+    save_file(load_file(str(path)), tmp_path / "smuggled.safetensors", metadata={"sigest": json.dumps(document)})
+    load(tmp_path / "smuggled.safetensors")
+    assert not marker.exists()
+
+
+def test_foreign_and_future_files_give_one_clear_error(fitted, tmp_path):
+    junk = tmp_path / "random.safetensors"
+    junk.write_bytes(np.random.RandomState(0).bytes(4096))
+    with pytest.raises(ModelFormatError, match="not a sigest model"):
+        load(junk)
+    model, _ = fitted
+    path = save(model, tmp_path / "model.safetensors")
+    document = read_metadata(path)
+    document["format_version"] = FORMAT_VERSION + 1
+    document["versions"]["sigest"] = "9.9.9"
+    from safetensors.numpy import load_file
+
+    save_file(load_file(str(path)), tmp_path / "future.safetensors", metadata={"sigest": json.dumps(document)})
+    with pytest.raises(ModelFormatError, match=r"sigest 9\.9\.9.*this sigest"):
+        load(tmp_path / "future.safetensors")
+
+
+def test_the_shipped_verifier_loads_and_scores_path_pairs(small_signatures, tmp_path):
+    assert sigest.list_pretrained() == ["sigest-base"]
+    model = sigest.pretrained("sigest-base")
+    meta = model.sigest_info_
+    assert meta["preprocess"]["params"]["size"] == [150, 220] and 0 < model[-1].threshold < 1
+    assert len(meta["info"]["valid_writers"]) > 10 and not set(meta["info"]["valid_writers"]) & set(
+        meta["info"]["train_writers"])
+    images = list(small_signatures.images[:3])
+    proba = model.predict_proba([[images[0], images[1]], [images[0], images[0]]])
+    assert proba.shape == (2, 2) and np.allclose(proba.sum(axis=1), 1)
+    assert proba[1, 1] > model[-1].threshold, "a signature compared with itself is accepted"
+    with pytest.raises(ValueError, match="unknown pretrained verifier"):
+        sigest.pretrained("nope")
+
+
+def test_cli_verify_uses_the_shipped_model_by_default(small_signatures, tmp_path, capsys):
+    from conftest import write_png
+
+    paths = [str(write_png(tmp_path / f"{i}.png", im)) for i, im in enumerate(small_signatures.images[:4])]
+    status = main(["verify", "--reference", *paths[:3], "--questioned", paths[0]])
+    out = capsys.readouterr().out
+    assert status == 0 and out.startswith("GENUINE")
