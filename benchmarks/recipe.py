@@ -142,7 +142,7 @@ def run(cache, args, fold, seed):
         loss = {"criterion__margin": args.margin, "criterion__mining": args.mining}
     net = SiameseEmbedder(
         module__backbone=args.backbone, module__embedding_dim=args.dim, module__attention_stages=tuple(args.attention),
-        **loss, lr=args.lr, max_epochs=args.epochs,
+        module__dropout=args.dropout, **loss, lr=args.lr, max_epochs=args.epochs,
         writers_per_batch=args.p, samples_per_writer=args.k_per_writer, batch_size=256,
         augment=SignatureAugment() if args.augment else None, callbacks=callbacks, random_state=seed,
         iterator_train__num_workers=args.workers, iterator_train__pin_memory=torch.cuda.is_available(),
@@ -185,6 +185,7 @@ def main():
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--attention", type=int, nargs="*", default=[3, 4])
     parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--patience", type=int, default=10)
     parser.add_argument("--lr", type=float, default=1e-3)
