@@ -8,32 +8,18 @@ real data sets at 150x220 fit in a few tens of megabytes.
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
+from ._files import atomic_path
 from .preprocessing import PreprocessImage
 
 __all__ = ["prepare_cache", "load_cache", "cache_images"]
 
 _COLUMNS = ("path", "writer", "genuine", "dataset")
-
-
-def _atomic_write_bytes(path, data):
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def prepare_cache(table, path, *, preprocessor=None, chunk_size=256, progress=True):
@@ -80,7 +66,8 @@ def prepare_cache(table, path, *, preprocessor=None, chunk_size=256, progress=Tr
         preprocessor=np.asarray(json.dumps({"class": type(preprocessor).__name__,
                                             "params": preprocessor.get_params()})),
     )
-    _atomic_write_bytes(path, buffer.getvalue())
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
     return Path(path)
 
 

@@ -1,6 +1,7 @@
 """The ``sigest`` command: demo, train, evaluate, verify.
 
-Exit status: 0 success (``verify``: GENUINE), 1 ``verify`` said FORGED, 2 unusable input or options.
+Exit status: 0 success (``verify``: GENUINE), 1 ``verify`` said FORGED, 2 unusable input or options,
+130 interrupted (Ctrl-C; nothing is saved and an existing model file is left as it was).
 """
 
 import argparse
@@ -11,7 +12,9 @@ from pathlib import Path
 import joblib
 import numpy as np
 
-EXIT_GENUINE, EXIT_FORGED, EXIT_ERROR = 0, 1, 2
+from ._files import atomic_path, check_output_file
+
+EXIT_GENUINE, EXIT_FORGED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class CommandError(Exception):
@@ -79,7 +82,8 @@ def _save_model(model, path, info=None):
     from .persistence import save
 
     if Path(path).suffix.lower() in PICKLE_SUFFIXES:
-        joblib.dump(model, path)
+        with atomic_path(path) as tmp:
+            joblib.dump(model, tmp)
     else:
         save(model, path, info=info)
 
@@ -89,6 +93,7 @@ def cmd_prepare(args):
     from .datasets import load_signatures
     from .preprocessing import PreprocessImage
 
+    check_output_file(args.out)
     table = load_signatures(args.data[0] if len(args.data) == 1 else args.data)
     out = prepare_cache(table, args.out, preprocessor=PreprocessImage(tuple(args.size or DEFAULT_SIZE), n_jobs=args.jobs),
                         progress=not args.quiet)
@@ -101,6 +106,7 @@ def cmd_prepare(args):
 def cmd_train(args):
     from .datasets import split_writers
 
+    check_output_file(args.out)
     table, images, preprocessor = _read_data(args.data, args.size)
     if args.test_writers:
         keep = ~table["writer"].isin(args.test_writers).to_numpy()
@@ -110,9 +116,11 @@ def cmd_train(args):
         table, _ = split_writers(table, test_writers=args.test_writers)
         images = None if images is None else images[keep]
     model = _train(args, table, images, preprocessor)
+    replaced = Path(args.out).exists()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     _save_model(model, args.out, info={"writers": sorted(table["writer"].unique()), "data": list(args.data)})
-    print(f"trained on {table['writer'].nunique()} writers; threshold {model[-1].threshold:.3f}; saved {args.out}")
+    print(f"trained on {table['writer'].nunique()} writers; threshold {model[-1].threshold:.3f}; "
+          f"{'replaced' if replaced else 'saved'} {args.out}")
     return 0
 
 
@@ -238,6 +246,9 @@ def main(argv=None):
 
     try:
         return args.func(args)
+    except KeyboardInterrupt as exc:
+        print(f"sigest: interrupted{f' ({exc})' if str(exc) else ''}; nothing was saved", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (CommandError, FileNotFoundError, IsADirectoryError, ImageReadError, ValueError) as exc:
         print(f"sigest: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -219,10 +219,19 @@ class SiameseEmbedder(NeuralNet):
         return self
 
     def fit_loop(self, X, y=None, epochs=None, **fit_params):
-        """skorch's loop, run on a forked, seeded torch RNG: repeatable, and the caller's RNG is left as it was."""
+        """skorch's loop, run on a forked, seeded torch RNG: repeatable, and the caller's RNG is left as it was.
+
+        skorch ends training quietly on Ctrl-C; ``interrupted_`` records that it happened, so that a
+        caller can refuse to treat a cut-short net as trained.
+        """
+        self.interrupted_ = False
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self._seed())
-            return super().fit_loop(X, y, epochs=epochs, **fit_params)
+            try:
+                return super().fit_loop(X, y, epochs=epochs, **fit_params)
+            except KeyboardInterrupt:
+                self.interrupted_ = True
+                raise
 
     def forward(self, X, training=False, device="cpu"):
         """skorch's ``forward``, leaving torch's global RNG as it was (the data loader draws from it)."""

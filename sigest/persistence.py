@@ -11,8 +11,6 @@ joblib or pickle file runs code when loaded: load those only from a source you t
 """
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 from skorch.history import History
 
+from ._files import atomic_path
 from .embedder import SiameseEmbedder
 from .preprocessing import PreprocessImage, TestPreprocessImage
 from .verification import LogisticSiameseRegression
@@ -101,16 +100,9 @@ def save(model, path, *, info=None):
         "info": info or {},
     }
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp,
+    with atomic_path(path) as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
                   metadata={"sigest": json.dumps(document)})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

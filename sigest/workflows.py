@@ -59,6 +59,11 @@ def train_siamese_model(table, *, images=None, size=(150, 220), valid_writers=0.
     -------
     embedder : SiameseEmbedder
         Fitted.
+
+    Raises
+    ------
+    KeyboardInterrupt
+        If training was interrupted (Ctrl-C): a cut-short net is not returned as a trained one.
     """
     if images is None:
         images = PreprocessImage(size).transform(_items(table))
@@ -73,7 +78,10 @@ def train_siamese_model(table, *, images=None, size=(150, 220), valid_writers=0.
                                    sink=print if progress else _silent),
                      *callbacks]
     embedder = SiameseEmbedder(callbacks=callbacks, random_state=random_state, **embedder_params)
-    return embedder.fit(images[train["_row"].to_numpy()], embedding_targets(train["writer"], train["genuine"]))
+    embedder.fit(images[train["_row"].to_numpy()], embedding_targets(train["writer"], train["genuine"]))
+    if embedder.interrupted_:
+        raise KeyboardInterrupt(f"training interrupted after {len(embedder.history_)} epoch(s)")
+    return embedder
 
 
 def _silent(*args):

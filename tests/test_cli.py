@@ -76,3 +76,29 @@ def test_pickle_models_warn_and_safe_models_do_not(trained, tmp_path, capsys):
     main(["verify", str(pickled), "--reference", *refs[:2], "--questioned", refs[2]])
     err = capsys.readouterr().err
     assert "pickle (joblib) file, which runs code" in err and err.count("\n") == 1
+
+
+def test_ctrl_c_during_training_saves_nothing_and_keeps_the_old_model(trained, monkeypatch, capsys):
+    from sigest.callbacks import WriterEER
+
+    root, model = trained
+    before = model.read_bytes()
+
+    def interrupt(self, net, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(WriterEER, "on_epoch_end", interrupt)
+    status = main(["train", str(root / "data"), "--out", str(model), "--epochs", "3", "--size", "32", "64", "--quiet"])
+    assert status == 130 and "interrupted" in capsys.readouterr().err
+    assert model.read_bytes() == before
+    assert not list(model.parent.glob(f".{model.name}.*")), "no temporary file left behind"
+
+
+def test_bad_output_paths_fail_before_any_work(trained, tmp_path, capsys):
+    root, _ = trained
+    status = main(["train", str(root / "data"), "--out", str(tmp_path), "--epochs", "1", "--quiet"])
+    assert status == 2 and "is a folder" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    status = main(["prepare", str(root / "data"), "--out", str(blocker / "cache.npz"), "--quiet"])
+    assert status == 2 and "not a folder" in capsys.readouterr().err
