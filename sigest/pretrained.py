@@ -13,10 +13,11 @@ the same facts, so a copy of the file explains itself.
 from dataclasses import dataclass, field
 from enum import Enum
 from importlib import resources
+from pathlib import Path
 
 from .persistence import load
 
-__all__ = ["PretrainedVerifier", "pretrained", "list_pretrained"]
+__all__ = ["PretrainedVerifier", "pretrained", "list_pretrained", "weights_path"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,17 @@ def list_pretrained():
     return [entry.value.meta["name"] for entry in PretrainedVerifier]
 
 
+def weights_path(name="sigest-base"):
+    """Path of a shipped verifier's model file inside the installed package."""
+    entries = {entry.value.meta["name"]: entry for entry in PretrainedVerifier}
+    if name not in entries:
+        raise ValueError(f"unknown pretrained verifier {name!r}; shipped: {', '.join(entries)}")
+    path = Path(str(resources.files("sigest") / "weights" / entries[name].value.file))
+    if not path.is_file():
+        raise FileNotFoundError(f"the package lacks its weights file {path}; reinstall sigest")
+    return path
+
+
 def pretrained(name="sigest-base", *, device="auto"):
     """A shipped, fitted verifier pipeline, read from the package's safe model file.
 
@@ -67,11 +79,4 @@ def pretrained(name="sigest-base", *, device="auto"):
         ``PreprocessImage -> LogisticSiameseRegression``, fitted; ``predict_proba`` takes (n, 2)
         (reference, questioned) paths or images; ``verifier.threshold`` was chosen on held-out writers.
     """
-    entries = {entry.value.meta["name"]: entry for entry in PretrainedVerifier}
-    if name not in entries:
-        raise ValueError(f"unknown pretrained verifier {name!r}; shipped: {', '.join(entries)}")
-    weights = entries[name].value
-    with resources.as_file(resources.files("sigest") / "weights" / weights.file) as path:
-        if not path.is_file():
-            raise FileNotFoundError(f"the package lacks its weights file {path}; reinstall sigest")
-        return load(path, device=device)
+    return load(weights_path(name), device=device)

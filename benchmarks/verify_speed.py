@@ -1,0 +1,61 @@
+"""End-to-end verification throughput of a model on this machine: image paths in, verdicts out.
+
+Five genuine references of one writer are preprocessed and embedded once; then ``--n`` questioned
+images (read from disk, preprocessed, embedded, scored against the five references, soft vote) are
+verified in one call. Prints questioned signatures per second (median of 3 runs), with the
+preprocessing's share of the time, and the model file's size.
+
+Usage: python benchmarks/verify_speed.py [DATA_FOLDER] [--model sigest-base] [--n 200] [--jobs 1]
+"""
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import sigest
+from sigest.datasets import load_signatures
+from sigest.pretrained import weights_path
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cedar"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", nargs="?", default=str(DEFAULT_DATA))
+    parser.add_argument("--model", default="sigest-base")
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--jobs", type=int, default=1, help="preprocessing workers (joblib)")
+    args = parser.parse_args()
+    model = sigest.pretrained(args.model) if args.model in sigest.list_pretrained() else sigest.load(args.model)
+    preprocess, verifier = model[0].set_params(n_jobs=args.jobs), model[-1]
+    table = load_signatures(args.data)
+    references = table[table["genuine"]]["path"].tolist()[:5]
+    questioned = table["path"].tolist()[5 : 5 + args.n]
+    reference_embeddings = verifier.embed(preprocess.transform(references))
+
+    def verify():
+        started = time.perf_counter()
+        images = preprocess.transform(questioned)
+        middle = time.perf_counter()
+        q = verifier.embed(images)
+        pairs = np.stack([np.broadcast_to(reference_embeddings, (len(q), 5, q.shape[1])),
+                          np.repeat(q[:, None], 5, axis=1)], axis=2).reshape(-1, 2, q.shape[1])
+        scores = verifier.proba_from_embeddings(pairs).reshape(len(q), 5).mean(axis=1)
+        return middle - started, time.perf_counter() - started, scores
+
+    verify()  # warm-up
+    runs = [verify()[:2] for _ in range(3)]
+    pre_s, total_s = np.median([r[0] for r in runs]), np.median([r[1] for r in runs])
+    size = (weights_path(args.model) if args.model in sigest.list_pretrained() else Path(args.model)).stat().st_size
+    print(f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, preprocessing jobs {args.jobs}, "
+          f"input {preprocess.size[0]}x{preprocess.size[1]}, {args.n} questioned vs 5 cached references")
+    print(f"{args.n / total_s:.1f} questioned/s end to end (median of 3); preprocessing {100 * pre_s / total_s:.0f} % "
+          f"of the time ({args.n / pre_s:.1f} images/s alone); model file {size / 1e6:.2f} MB")
+
+
+if __name__ == "__main__":
+    main()
