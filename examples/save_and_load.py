@@ -1,4 +1,8 @@
-"""Save a fitted pipeline with joblib and load it back (a CUDA-trained model loads on a CPU)."""
+"""Save a fitted pipeline and load it back: the safe format (``sigest.save``/``sigest.load``) and joblib.
+
+The safe ``.safetensors`` file loads without running code and on any device. A joblib file is what
+scikit-learn users know; it runs code when loaded, so load one only from a source you trust.
+"""
 
 import sys
 import tempfile
@@ -7,6 +11,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 
+import sigest
 from sigest import make_verifier
 from sigest.datasets import make_pairs, make_signatures
 
@@ -16,12 +21,15 @@ def main(n_writers=12, max_epochs=2, size=(64, 96), path=None):
     pairs = make_pairs(data.table, protocol="balanced", forgeries="both", n_per_writer=10, random_state=0)
     X = pairs[["reference", "questioned"]]
     model = make_verifier(size=size, max_epochs=max_epochs, random_state=0).fit(X, pairs["label"])
-    path = Path(path or tempfile.mkdtemp()) / "verifier.joblib"
-    joblib.dump(model, path)
-    loaded = joblib.load(path)
-    same = np.array_equal(loaded.predict_proba(X), model.predict_proba(X))
-    print(f"saved {path}; loaded model gives identical probabilities: {same}")
-    return same
+    folder = Path(path or tempfile.mkdtemp())
+    safe = sigest.save(model, folder / "verifier.safetensors")
+    joblib.dump(model, folder / "verifier.joblib")
+    expected = model.predict_proba(X)
+    same_safe = np.allclose(sigest.load(safe).predict_proba(X), expected, rtol=1e-5, atol=1e-6)
+    same_joblib = np.array_equal(joblib.load(folder / "verifier.joblib").predict_proba(X), expected)
+    print(f"saved {safe} and verifier.joblib; same probabilities after loading: safe {same_safe}, "
+          f"joblib {same_joblib}")
+    return same_safe and same_joblib
 
 
 if __name__ == "__main__":

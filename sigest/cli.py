@@ -156,6 +156,9 @@ def cmd_demo(args):
     from .evaluation import evaluate, format_report
 
     out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CommandError(f"{out} already exists and is not an empty folder: remove it or give another --out, "
+                           "so that old and new synthetic writers never mix")
     print(f"generating {args.writers} synthetic writers in {out / 'data'}")
     data = make_signatures(n_writers=args.writers, n_genuine=10, n_forged=6, image_size=(100, 200),
                            random_state=args.seed)
@@ -163,10 +166,10 @@ def cmd_demo(args):
     train, test = split_writers(table, test_size=0.2, random_state=args.seed)
     print(f"training on {train['writer'].nunique()} writers, testing on {test['writer'].nunique()} unseen writers")
     model = _train(args, train)
-    joblib.dump(model, out / "model.joblib")
+    _save_model(model, out / "model.safetensors")
     report = evaluate(model, test, out_dir=out / "report", ks=(1, 3, 5))
     print(format_report(report))
-    print(f"model {out / 'model.joblib'}, report {out / 'report'}")
+    print(f"model {out / 'model.safetensors'}, report {out / 'report'}")
     return 0
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 from sklearn.frozen import FrozenEstimator
 from sklearn.utils import Bunch, check_random_state
 
-from .datasets import make_pairs
+from .datasets import check_writers, make_pairs
 from .metrics import build_confusion_matrix, equal_error_rate, far_frr, per_writer_eer, roc_auc
 from .verification import VotingVerifier
 
@@ -134,6 +134,7 @@ def evaluate(model, table, *, writers=None, threshold=None, n_random_per_writer=
         ``metrics`` (dict), ``per_writer`` (DataFrame), ``scores`` (DataFrame of the pairs with a
         ``score`` column), ``voting`` (DataFrame of EER per k), ``threshold`` (float).
     """
+    check_writers(table if writers is None else table[table["writer"].astype(str).isin([str(w) for w in writers])])
     pairs = make_pairs(table, protocol="exhaustive", forgeries="both", n_random_per_writer=n_random_per_writer,
                        writers=writers, random_state=random_state)
     pairs["score"] = score_pairs(model, pairs["reference"].tolist(), pairs["questioned"].tolist())
@@ -192,32 +193,18 @@ def format_report(report):
 
 
 def _write_report(report, out):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import RocCurveDisplay
+    from ._files import atomic_path
+    from .plotting import plot_roc, plot_score_histogram
 
     out.mkdir(parents=True, exist_ok=True)
     scores = report.scores
-    scores.to_csv(out / "scores.csv", index=False)
-    report.per_writer.to_csv(out / "per_writer.csv", index=False)
-    report.voting.to_csv(out / "voting.csv", index=False)
-    pd.Series(report.metrics).to_csv(out / "metrics.csv", header=["value"])
+    tables = {"scores.csv": scores, "per_writer.csv": report.per_writer, "voting.csv": report.voting,
+              "metrics.csv": pd.Series(report.metrics).to_frame("value")}
+    for name, table in tables.items():
+        with atomic_path(out / name) as tmp:
+            table.to_csv(tmp, index=name == "metrics.csv")
     skilled = scores[scores["kind"] != "random"]
-    fig, ax = plt.subplots(figsize=(5, 5))
-    RocCurveDisplay.from_predictions(skilled["label"], skilled["score"], ax=ax, name="skilled forgeries")
-    ax.set_title(f"ROC, EER {100 * report.metrics['EER']:.2f} %")
-    fig.savefig(out / "roc.png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for kind, colour in (("genuine", "tab:green"), ("skilled", "tab:red"), ("random", "tab:gray")):
-        ax.hist(scores.loc[scores["kind"] == kind, "score"], bins=40, range=(0, 1), alpha=0.5, label=kind,
-                color=colour, density=True)
-    ax.axvline(report.threshold, color="k", linestyle="--", label="threshold")
-    ax.set_xlabel("genuine probability")
-    ax.legend()
-    fig.savefig(out / "histogram.png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    plot_roc(skilled["label"], skilled["score"], out / "roc.png", title=f"ROC, EER {100 * report.metrics['EER']:.2f} %")
+    plot_score_histogram(scores["score"], scores["kind"], report.threshold, out / "histogram.png")
     build_confusion_matrix(skilled["label"], (skilled["score"] >= report.threshold).astype(int),
                            path=out / "confusion_matrix.png", title="Genuine vs skilled, chosen threshold")

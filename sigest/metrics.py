@@ -45,18 +45,9 @@ def build_confusion_matrix(y_true, y_pred, *, normalize="true", path=None, title
     """
     matrix = confusion_matrix(y_true, y_pred, labels=[0, 1], normalize=normalize)
     if path is not None:
-        import matplotlib
+        from .plotting import plot_confusion_matrix
 
-        matplotlib.use("Agg")
-        from sklearn.metrics import ConfusionMatrixDisplay
-
-        display = ConfusionMatrixDisplay(matrix, display_labels=["forgery", "genuine"])
-        display.plot(cmap="Blues", values_format=".3f" if normalize else "d", colorbar=False)
-        display.ax_.set_title(title)
-        display.figure_.savefig(path, dpi=100, bbox_inches="tight")
-        import matplotlib.pyplot as plt
-
-        plt.close(display.figure_)
+        plot_confusion_matrix(matrix, path, title=title, normalized=normalize is not None)
     return matrix
 
 

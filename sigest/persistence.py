@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
+from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
@@ -173,7 +174,7 @@ def load(path, *, device="auto"):
     classifier.classes_ = np.array(head["classes"])
     classifier.n_features_in_ = classifier.coef_.shape[1]
     classifier.n_iter_ = np.array([0])
-    verifier = LogisticSiameseRegression(embedder, C=head["C"], threshold=head["threshold"])
+    verifier = LogisticSiameseRegression(FrozenEstimator(embedder), C=head["C"], threshold=head["threshold"])
     verifier.embedder_ = embedder
     verifier.classifier_ = classifier
     verifier.classes_ = classifier.classes_

@@ -4,6 +4,7 @@ from numbers import Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
+from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -107,12 +108,15 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    embedder : SiameseEmbedder or None, default=None
+    embedder : SiameseEmbedder, FrozenEstimator or None, default=None
         The embedding network. None builds ``SiameseEmbedder(random_state=random_state)``. An
-        unfitted embedder is trained on the pairs (writers recovered by :func:`pairs_to_targets`);
-        a fitted one is used as it is, or trained further with ``fine_tune=True``.
+        unfitted embedder is trained on the pairs (writers recovered by :func:`pairs_to_targets`).
+        Wrap a pre-trained one in ``sklearn.frozen.FrozenEstimator`` to use it as it is: ``clone``,
+        ``GridSearchCV`` and cross-validation then keep it trained and never refit it. A fitted,
+        unwrapped embedder is used as it is by ``fit``, or trained further with ``fine_tune=True``
+        (but ``clone`` returns it untrained, as for any scikit-learn estimator).
     fine_tune : bool, default=False
-        Train a fitted embedder further on the pairs instead of freezing it.
+        Train a fitted (not frozen) embedder further on the pairs instead of using it as it is.
     C : float, default=1.0
         Inverse regularisation strength of the logistic regression.
     threshold : float, default=0.5
@@ -185,7 +189,9 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         if set(np.unique(y)) != {0, 1}:
             raise ValueError(f"y must hold both labels 0 (forgery) and 1 (genuine), got {np.unique(y)}")
         embedder = self.embedder if self.embedder is not None else SiameseEmbedder(random_state=self.random_state)
-        if _is_fitted_net(embedder) and not self.fine_tune:
+        if isinstance(embedder, FrozenEstimator):
+            self.embedder_ = embedder.estimator
+        elif _is_fitted_net(embedder) and not self.fine_tune:
             self.embedder_ = embedder
         else:
             images, targets = pairs_to_targets(X, y)
@@ -244,6 +250,8 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         A pair classifier taking (n_pairs, 2, 1, H, W). Cloned and fitted on the rows' pairs in
         ``fit``; wrap a fitted one in ``sklearn.frozen.FrozenEstimator`` to keep it as it is.
     voting : {"soft", "hard"}, default="soft"
+        ``"hard"``: each reference votes with the pair estimator's own decision (its ``predict``,
+        i.e. its tuned ``threshold``), as scikit-learn's ``VotingClassifier`` does.
     threshold : float, default=0.5
         Genuine when the mean probability (soft) or the share of genuine votes (hard) reaches it.
 
@@ -318,11 +326,21 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         pairs = np.stack([E[:, 1:], np.repeat(E[:, :1], m - 1, axis=1)], axis=2).reshape(n * (m - 1), 2, -1)
         return estimator.proba_from_embeddings(pairs).reshape(n, m - 1)
 
+    def reference_votes(self, per_reference):
+        """Each reference's decision (1 genuine) from its probability: the pair estimator's ``predict`` rule.
+
+        Parameters
+        ----------
+        per_reference : ndarray of shape (n, k)
+            As :meth:`reference_probabilities` returns.
+        """
+        return (per_reference >= getattr(self.estimator_, "threshold", 0.5)).astype(int)
+
     def predict_proba(self, X):
         """Combined probabilities of shape (n, 2): column 1 genuine (mean probability or vote share)."""
         per_reference = self.reference_probabilities(X)
         if self.voting == "hard":
-            score = (per_reference >= 0.5).mean(axis=1)
+            score = self.reference_votes(per_reference).mean(axis=1)
         else:
             score = per_reference.mean(axis=1)
         return np.column_stack([1 - score, score])
@@ -338,7 +356,7 @@ def make_verifier(
     backbone="resnet_tiny",
     embedding_dim=128,
     max_epochs=10,
-    lr=1e-3,
+    lr=3e-3,
     device="auto",
     random_state=None,
     verbose=0,
@@ -354,7 +372,7 @@ def make_verifier(
         Registered backbone (:func:`sigest.nn.list_backbones`).
     embedding_dim : int, default=128
     max_epochs : int, default=10
-    lr : float, default=1e-3
+    lr : float, default=3e-3
     device : str, default="auto"
     random_state : int or None, default=None
     verbose : int, default=0

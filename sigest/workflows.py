@@ -6,7 +6,7 @@ from sklearn.frozen import FrozenEstimator
 
 from .callbacks import WriterEER
 
-from .datasets import make_pairs, split_writers
+from .datasets import check_writers, make_pairs, split_writers
 from .embedder import SiameseEmbedder, embedding_targets
 from .preprocessing import PreprocessImage
 from .verification import LogisticSiameseRegression, VotingVerifier, make_verifier
@@ -141,7 +141,8 @@ def fit_pair_head(embedder, valid, images, *, n_per_writer=40, random_state=0):
         valid = valid.assign(_row=valid.index.to_numpy())
     head_rows, head_labels = _pair_rows(valid, protocol="balanced", forgeries="both", n_per_writer=n_per_writer,
                                         random_state=random_state)
-    verifier = LogisticSiameseRegression(embedder, random_state=random_state).fit(images[head_rows], head_labels)
+    verifier = LogisticSiameseRegression(FrozenEstimator(embedder), random_state=random_state)
+    verifier.fit(images[head_rows], head_labels)
     rows, labels = _pair_rows(valid, forgeries="skilled")
     distinct = np.unique(rows)
     embedded = dict(zip(distinct, embedder.transform(images[distinct])))
@@ -194,6 +195,7 @@ def train_verifier(table, *, images=None, preprocessor=None, valid_writers=0.15,
     """
     from sklearn.pipeline import Pipeline
 
+    check_writers(table)
     preprocessor = PreprocessImage(size) if preprocessor is None else preprocessor
     if images is None:
         images = preprocessor.transform(_items(table))
@@ -234,6 +236,8 @@ def perform_voting(model, questioned, references, *, voting="soft"):
     references : sequence of paths or images
         Genuine signatures of the claimed writer.
     voting : {"soft", "hard"}, default="soft"
+        Soft: genuine when the mean probability reaches the model's threshold. Hard: genuine when
+        a majority of the references accept it at that threshold.
 
     Returns
     -------
@@ -248,6 +252,7 @@ def perform_voting(model, questioned, references, *, voting="soft"):
     row = np.empty((1, 1 + len(references)), dtype=object)
     row[0] = [questioned, *references]
     X = preprocess.transform(row)
-    threshold = getattr(verifier, "threshold", 0.5)
+    # soft: the mean probability against the pair threshold; hard: a majority of the references' own decisions
+    threshold = getattr(verifier, "threshold", 0.5) if voting == "soft" else 0.5
     voter = VotingVerifier(FrozenEstimator(verifier), voting=voting, threshold=threshold).fit(X, [1])
     return int(voter.predict(X)[0]), float(voter.predict_proba(X)[0, 1]), voter.reference_probabilities(X)[0]

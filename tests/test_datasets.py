@@ -187,3 +187,29 @@ def test_several_folders_qualify_writers_by_data_set(tmp_path, page):
     assert table.attrs["layout"] == {"setA": "sigcomp", "setB": "sigcomp"}
     with pytest.raises(ValueError, match="distinct names"):
         load_signatures([tmp_path / "setA", tmp_path / "setA"])
+
+
+def test_writer_folders_reached_through_links_are_read_once(tmp_path, page):
+    real = tmp_path / "elsewhere"
+    for w in ("001", "002"):
+        for i in (1, 2):
+            write_scan(real / w / f"{w}_0{i}.png", page)
+        write_scan(real / f"{w}_forg" / f"0201{w}_01.png", page)
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("001", "001_forg", "002", "002_forg"):
+        (data / name).symlink_to(real / name, target_is_directory=True)
+    (data / "001" / "loop").symlink_to(data, target_is_directory=True)  # a loop must not hang the walk
+    table = load_signatures(data)
+    assert table.attrs["layout"] == "sigcomp" and len(table) == 6
+    assert sorted(table["writer"].unique()) == ["001", "002"]
+
+
+def test_check_writers_names_the_writers_that_cannot_be_used(small_signatures):
+    from sigest.datasets import check_writers
+
+    table = small_signatures.table
+    assert check_writers(table) is table
+    lonely = table.drop(index=table[(table["writer"] == "w003") & table["genuine"]].index[1:])
+    with pytest.raises(ValueError, match=r"w003 \(1 genuine, 3 forged\)"):
+        check_writers(lonely)

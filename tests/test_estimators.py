@@ -200,3 +200,32 @@ def test_trained_model_beats_chance_and_pixel_distance():
     # measured on 2-core CPUs: trained 0.79-0.82 per seed (0.756 once elsewhere), untrained 0.63-0.66, pixel 0.715
     assert np.mean(trained) > 0.75 and np.mean(trained) > pixel_auc + 0.03, (trained, pixel_auc)
     assert np.mean(trained) > np.mean(untrained) + 0.1 and min(np.subtract(trained, untrained)) > 0.05, (trained, untrained)
+
+
+def test_frozen_embedder_is_never_refit_by_grid_search(pair_data):
+    _, pairs, X, y = pair_data
+    pre = PreprocessImage(size=SIZE)
+    Xp = pre.transform(X)
+    net = tiny_net().fit(*pairs_to_targets(Xp, y))
+    fits = []
+    original_fit = type(net).fit
+    net.fit = lambda *args, **kwargs: fits.append(1) or original_fit(net, *args, **kwargs)
+    search = GridSearchCV(LogisticSiameseRegression(FrozenEstimator(net), random_state=0), {"C": [0.1, 1.0]},
+                          cv=GroupKFold(n_splits=2), scoring="roc_auc")
+    search.fit(Xp, y, groups=writer_groups(pairs))
+    assert fits == [] and search.best_estimator_.embedder_ is net
+    assert clone(LogisticSiameseRegression(FrozenEstimator(net))).embedder.estimator is net
+
+
+def test_hard_voting_uses_the_pair_estimators_own_threshold(pair_data):
+    data, _, X, y = pair_data
+    pre = PreprocessImage(size=SIZE)
+    clf = LogisticSiameseRegression(tiny_net(), random_state=0).fit(pre.transform(X), y)
+    rows = pre.transform([[q, *data.images[:3]] for q in data.images[3:9]])
+    per_ref = VotingVerifier(FrozenEstimator(clf)).fit(rows, np.ones(len(rows))).reference_probabilities(rows)
+    clf.set_params(threshold=float(np.median(per_ref)))
+    hard = VotingVerifier(FrozenEstimator(clf), voting="hard").fit(rows, np.ones(len(rows)))
+    expected = (per_ref >= clf.threshold).mean(axis=1)
+    np.testing.assert_allclose(hard.predict_proba(rows)[:, 1], expected)
+    pairs = np.stack([np.stack([rows[i, 1 + j], rows[i, 0]]) for i in range(6) for j in range(3)])
+    np.testing.assert_array_equal(hard.reference_votes(per_ref).ravel(), clf.predict(pairs))

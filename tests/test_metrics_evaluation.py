@@ -112,3 +112,18 @@ def test_benchmark_protocol_pair_counts(tmp_path):
     assert test_writers == [f"{w:03d}" for w in range(3, 13)]
     pairs = make_pairs(table, writers=test_writers, forgeries="skilled")
     assert len(pairs) == 10 * (6 + 8)  # C(4, 2) genuine pairs and 4 x 2 skilled pairs per writer
+
+
+def test_plotting_leaves_the_users_matplotlib_backend_alone(tmp_path):
+    import matplotlib
+
+    from sigest.metrics import build_confusion_matrix
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # a backend the user chose, which a library call must not replace
+    try:
+        build_confusion_matrix([0, 1, 1, 0], [0, 1, 0, 0], path=tmp_path / "cm.png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+    assert (tmp_path / "cm.png").read_bytes()[:4] == b"\x89PNG"

@@ -14,6 +14,7 @@ Four layouts are recognised from folder structure and file names:
 """
 
 import hashlib
+import os
 import re
 import warnings
 from pathlib import Path
@@ -32,7 +33,16 @@ _FORGED_DIRS = {"forged", "forgery", "forgeries", "fake", "forg"}
 
 
 def _image_files(root):
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    """Image files under ``root``, following symbolic links to folders (each real folder visited once)."""
+    files, seen = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        files += [Path(folder) / n for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(p for p in files if p.is_file())
 
 
 def _parse_cedar(root, files):
@@ -108,7 +118,7 @@ def _read_one(root):
         )
     table = pd.DataFrame(
         {
-            "path": [str(p.resolve()) for p, _, _ in rows],
+            "path": [str(p.absolute()) for p, _, _ in rows],
             "writer": pd.Series([w for _, w, _ in rows], dtype=object),
             "genuine": [g for _, _, g in rows],
         }

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import check_random_state
 
-__all__ = ["random_images", "make_triplets", "make_pairs", "split_writers", "writer_groups"]
+__all__ = ["random_images", "make_triplets", "make_pairs", "split_writers", "writer_groups", "check_writers"]
 
 _NEGATIVES = ("skilled", "random", "both")
 
@@ -257,3 +257,36 @@ def writer_groups(table):
         One integer per distinct writer, so that no writer is in a train and a test fold at once.
     """
     return pd.factorize(table["writer"].astype(str), sort=True)[0]
+
+
+def check_writers(table, *, min_genuine=2, min_forged=0):
+    """Refuse, before any work, a table with writers that cannot be trained or evaluated on.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Signature table (``writer``, ``genuine``).
+    min_genuine : int, default=2
+        Genuine signatures each writer needs (two make the smallest genuine pair).
+    min_forged : int, default=0
+        Skilled forgeries each writer needs.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        Unchanged.
+
+    Raises
+    ------
+    ValueError
+        Naming the writers that fall short.
+    """
+    counts = table.groupby("writer")["genuine"].agg(genuine="sum", total="size")
+    counts["forged"] = counts["total"] - counts["genuine"]
+    short = counts[(counts["genuine"] < min_genuine) | (counts["forged"] < min_forged)]
+    if len(short):
+        names = ", ".join(f"{w} ({int(r.genuine)} genuine, {int(r.forged)} forged)" for w, r in short.head(10).iterrows())
+        raise ValueError(f"{len(short)} writer(s) have fewer than {min_genuine} genuine signatures"
+                         f"{f' or {min_forged} forgeries' if min_forged else ''}: {names}"
+                         f"{' ...' if len(short) > 10 else ''}; remove them from the data")
+    return table

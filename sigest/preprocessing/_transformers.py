@@ -252,6 +252,8 @@ class TestPreprocessImage(PreprocessImage):
     (1, 1, 32, 64)
     """
 
+    __test__ = False  # a transformer, not a pytest test class
+
     _parameter_constraints = {
         **PreprocessImage._parameter_constraints,
         "max_angle": [Interval(Real, 0, 90, closed="both")],
