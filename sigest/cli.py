@@ -141,11 +141,19 @@ def cmd_verify(args):
     from .preprocessing import read_grayscale
     from .workflows import perform_voting
 
+    if args.report:
+        check_output_file(args.report)
     model = _load_model(args.model)
     for path in [*args.reference, args.questioned]:
         read_grayscale(path)
     label, probability, per_reference = perform_voting(model, args.questioned, args.reference, voting=args.voting)
     verdict = "GENUINE" if label == 1 else "FORGED"
+    if args.report:
+        from .plotting import plot_verification
+
+        images = model[0].transform([args.questioned, *args.reference])[:, 0]
+        plot_verification(images[0], images[1:], per_reference, probability, model[-1].threshold, args.report,
+                          names=[Path(p).name for p in [args.questioned, *args.reference]])
     print(f"{verdict} probability_genuine={probability:.4f} threshold={model[-1].threshold:.4f} "
           f"per_reference={np.round(per_reference, 4).tolist()}")
     return EXIT_GENUINE if label == 1 else EXIT_FORGED
@@ -238,6 +246,9 @@ def build_parser():
     verify.add_argument("--reference", nargs="+", required=True, help="genuine reference images")
     verify.add_argument("--questioned", required=True, help="the questioned image")
     verify.add_argument("--voting", choices=["soft", "hard"], default="soft")
+    verify.add_argument("--report", metavar="FILE.png",
+                        help="draw the evidence: the questioned signature beside each reference, with the "
+                             "per-reference and overall probability and the threshold")
     verify.set_defaults(func=cmd_verify)
     return parser
 

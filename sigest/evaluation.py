@@ -9,7 +9,7 @@ from sklearn.utils import Bunch, check_random_state
 
 from .datasets import check_writers, make_pairs
 from .metrics import build_confusion_matrix, equal_error_rate, far_frr, per_writer_eer, roc_auc
-from .verification import VotingVerifier
+from .verification import VotingVerifier, _embeds
 
 __all__ = ["score_pairs", "choose_threshold", "threshold_metrics", "voting_scores", "evaluate", "format_report"]
 
@@ -37,7 +37,7 @@ def score_pairs(model, references, questioned):
     ref_idx = np.array([index[r] for r in references])
     q_idx = np.array([index[q] for q in questioned])
     verifier = model[-1]
-    if hasattr(verifier, "embed") and hasattr(verifier, "proba_from_embeddings"):
+    if _embeds(verifier):
         E = verifier.embed(images)
         return verifier.proba_from_embeddings(np.stack([E[ref_idx], E[q_idx]], axis=1))
     return verifier.predict_proba(np.stack([images[ref_idx], images[q_idx]], axis=1))[:, 1]
@@ -73,6 +73,10 @@ def voting_scores(model, table, k, *, voting="soft", random_state=0):
     other genuine signatures and all its skilled forgeries are questioned with a
     :class:`VotingVerifier` over the fitted pipeline's verifier.
 
+    ``voting="normalized"`` scores by the negated distance ratio of
+    :meth:`~sigest.verification.VotingVerifier.distance_ratio` (uncalibrated, which leaves EER and
+    AUC unchanged; needs k >= 2).
+
     Returns
     -------
     votes : pandas.DataFrame
@@ -94,8 +98,11 @@ def voting_scores(model, table, k, *, voting="soft", random_state=0):
         return pd.DataFrame(columns=["writer", "label", "score"])
     images, index = _preprocessed(model, [item for row in rows for item in row])
     X = images[np.array([[index[item] for item in row] for row in rows])]
-    voter = VotingVerifier(FrozenEstimator(model[-1]), voting=voting).fit(X[:1], [1])
-    return pd.DataFrame({"writer": writers, "label": labels, "score": voter.predict_proba(X)[:, 1]})
+    if voting == "normalized":
+        score = -VotingVerifier(FrozenEstimator(model[-1])).fit(X[:1], [1]).distance_ratio(X)
+    else:
+        score = VotingVerifier(FrozenEstimator(model[-1]), voting=voting).fit(X[:1], [1]).predict_proba(X)[:, 1]
+    return pd.DataFrame({"writer": writers, "label": labels, "score": score})
 
 
 def evaluate(model, table, *, writers=None, threshold=None, n_random_per_writer=None, ks=(1, 3, 5, 10),
@@ -106,7 +113,7 @@ def evaluate(model, table, *, writers=None, threshold=None, n_random_per_writer=
     pair, plus random forgeries from other test writers), scores them and measures: EER with a
     global threshold and with per-writer thresholds, AUC (skilled forgeries), FRR/FAR/accuracy at
     ``threshold`` (chosen on validation writers) and at the test-oracle EER threshold, and the
-    EER of k-reference voting for each k in ``ks``.
+    EER of k-reference voting for each k in ``ks`` (soft, and distance-ratio normalised for k >= 2).
 
     Parameters
     ----------
@@ -161,10 +168,12 @@ def evaluate(model, table, *, writers=None, threshold=None, n_random_per_writer=
     test_table = table if writers is None else table[table["writer"].astype(str).isin([str(w) for w in writers])]
     voting = []
     for k in ks:
-        votes = voting_scores(model, test_table, k, random_state=random_state)
-        if votes["label"].nunique() == 2:
-            voting.append({"k": k, "n_questioned": len(votes), "EER": equal_error_rate(votes["label"], votes["score"])[0],
-                           "AUC": roc_auc(votes["label"], votes["score"])})
+        for method in ("soft", "normalized") if k >= 2 else ("soft",):
+            votes = voting_scores(model, test_table, k, voting=method, random_state=random_state)
+            if votes["label"].nunique() == 2:
+                voting.append({"k": k, "voting": method, "n_questioned": len(votes),
+                               "EER": equal_error_rate(votes["label"], votes["score"])[0],
+                               "AUC": roc_auc(votes["label"], votes["score"])})
     report = Bunch(metrics=metrics, per_writer=per_writer, scores=pairs, voting=pd.DataFrame(voting),
                    threshold=threshold)
     if out_dir is not None:
@@ -188,7 +197,8 @@ def format_report(report):
             f"accuracy {100 * m[f'accuracy@{where}']:.2f} %"
         )
     for row in report.voting.itertuples():
-        lines.append(f"voting k={row.k:2d}: EER {100 * row.EER:.2f} %, AUC {row.AUC:.4f} ({row.n_questioned} questioned)")
+        lines.append(f"voting k={row.k:2d} {row.voting:10s}: EER {100 * row.EER:.2f} %, AUC {row.AUC:.4f} "
+                     f"({row.n_questioned} questioned)")
     return "\n".join(lines)
 
 

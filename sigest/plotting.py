@@ -10,7 +10,7 @@ from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
 from ._files import atomic_path
 
-__all__ = ["plot_confusion_matrix", "plot_roc", "plot_score_histogram"]
+__all__ = ["plot_confusion_matrix", "plot_roc", "plot_score_histogram", "plot_verification"]
 
 _KIND_COLOURS = (("genuine", "tab:green"), ("skilled", "tab:red"), ("random", "tab:gray"))
 
@@ -51,4 +51,40 @@ def plot_score_histogram(scores, kinds, threshold, path, *, xlabel="genuine prob
     ax.axvline(threshold, color="k", linestyle="--", label="threshold")
     ax.set_xlabel(xlabel)
     ax.legend()
+    return _save(fig, path)
+
+
+def plot_verification(questioned, references, per_reference, probability, threshold, path, *, names=None):
+    """The evidence of one verification: the questioned signature beside each reference.
+
+    Parameters
+    ----------
+    questioned : ndarray of shape (H, W)
+        The questioned signature as the model saw it (preprocessed; ink bright).
+    references : ndarray of shape (k, H, W)
+    per_reference : ndarray of shape (k,)
+        Genuine probability against each reference.
+    probability : float
+        The combined genuine probability.
+    threshold : float
+        The decision threshold.
+    path : str or path-like
+        PNG file to write.
+    names : sequence of str or None
+        Labels of the questioned image and the references (file names).
+    """
+    k = len(references)
+    names = list(names) if names is not None else ["questioned"] + [f"reference {i + 1}" for i in range(k)]
+    genuine = probability >= threshold
+    fig = Figure(figsize=(3.2 * (k + 1), 3.0))
+    axes = fig.subplots(1, k + 1, squeeze=False)[0]
+    for ax, image, title in zip(axes, [questioned, *references], [names[0], *[
+            f"{name}\nP(genuine) {p:.3f}" for name, p in zip(names[1:], per_reference)]]):
+        ax.imshow(1.0 - np.asarray(image), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0].set_title(f"{names[0]} (questioned)", fontsize=9, color="tab:green" if genuine else "tab:red")
+    fig.suptitle(f"{'GENUINE' if genuine else 'FORGED'}: P(genuine) {probability:.3f}, threshold {threshold:.3f}",
+                 color="tab:green" if genuine else "tab:red")
     return _save(fig, path)

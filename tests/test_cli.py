@@ -102,3 +102,13 @@ def test_bad_output_paths_fail_before_any_work(trained, tmp_path, capsys):
     blocker.write_text("")
     status = main(["prepare", str(root / "data"), "--out", str(blocker / "cache.npz"), "--quiet"])
     assert status == 2 and "not a folder" in capsys.readouterr().err
+
+
+def test_verify_report_draws_the_evidence(trained, tmp_path, capsys):
+    root, model = trained
+    refs = sorted(str(p) for p in (root / "data" / "w005" / "genuine").glob("*.png"))
+    report = tmp_path / "evidence.png"
+    status = main(["verify", str(model), "--reference", *refs[:3], "--questioned", refs[3], "--report", str(report)])
+    assert status in (0, 1) and report.read_bytes()[:4] == b"\x89PNG"
+    status = main(["verify", str(model), "--reference", *refs[:3], "--questioned", refs[3], "--report", str(tmp_path)])
+    assert status == 2 and "is a folder" in capsys.readouterr().err

@@ -229,3 +229,26 @@ def test_hard_voting_uses_the_pair_estimators_own_threshold(pair_data):
     np.testing.assert_allclose(hard.predict_proba(rows)[:, 1], expected)
     pairs = np.stack([np.stack([rows[i, 1 + j], rows[i, 0]]) for i in range(6) for j in range(3)])
     np.testing.assert_array_equal(hard.reference_votes(per_ref).ravel(), clf.predict(pairs))
+
+
+def test_normalized_voting_divides_by_the_references_spread(pair_data):
+    data, _, X, y = pair_data
+    pre = PreprocessImage(size=SIZE)
+    clf = LogisticSiameseRegression(tiny_net(), random_state=0).fit(pre.transform(X), y)
+    rows = pre.transform([[q, *data.images[:3]] for q in data.images[3:11]])
+    labels = (data.writer[3:11] == data.writer[0]) & data.genuine[3:11]
+    labels = np.where(np.arange(8) < 4, 1, 0) if labels.all() or not labels.any() else labels.astype(int)
+    voter = VotingVerifier(FrozenEstimator(clf), voting="normalized").fit(rows, labels)
+    E = clf.embed(rows)
+    mean_to_refs = np.linalg.norm(E[:, 1:] - E[:, :1], axis=2).mean(axis=1)
+    spread = np.mean([np.linalg.norm(E[:, a] - E[:, b], axis=1) for a, b in [(1, 2), (1, 3), (2, 3)]], axis=0)
+    ratio = voter.distance_ratio(rows)
+    np.testing.assert_allclose(ratio, mean_to_refs / spread, rtol=1e-5)
+    proba = voter.predict_proba(rows)[:, 1]
+    order = np.argsort(ratio)
+    if voter.calibrator_.coef_[0, 0] < 0:  # calibrated the expected way round: nearer means more genuine
+        assert np.all(np.diff(proba[order]) <= 1e-12)
+    with pytest.raises(ValueError, match="at least 2 references"):
+        VotingVerifier(FrozenEstimator(clf), voting="normalized").fit(rows[:, :2], labels)
+    with pytest.raises(ValueError, match="both labels"):
+        VotingVerifier(FrozenEstimator(clf), voting="normalized").fit(rows, np.ones(len(rows)))
