@@ -72,7 +72,8 @@ def _read_data(sources, size=None):
 def _train(args, table, images=None, preprocessor=None):
     from .workflows import train_verifier
 
-    return train_verifier(table, images=images, preprocessor=preprocessor, valid_writers=args.valid_size,
+    init = _load_model(args.init) if getattr(args, "init", None) else None
+    return train_verifier(table, images=images, preprocessor=preprocessor, init=init, valid_writers=args.valid_size,
                           size=tuple(args.size or DEFAULT_SIZE), backbone=args.backbone, max_epochs=args.epochs, device=args.device,
                           random_state=args.seed, progress=not args.quiet, lr=args.lr)
 
@@ -229,6 +230,9 @@ def build_parser():
     train.add_argument("--test-writers", nargs="+",
                        help="writers to leave out entirely (kept for testing); with several folders, qualified "
                             "as FOLDER/WRITER")
+    train.add_argument("--from", dest="init", metavar="MODEL",
+                       help="fine-tune this model (a file, or a shipped name such as sigest-base) instead of "
+                            "training from scratch; its input size and network are kept (use a small --lr, 3e-4)")
     _training_options(train, epochs=40)
     train.set_defaults(func=cmd_train)
 

@@ -1,6 +1,7 @@
 """The seed project's functions, kept by name as thin calls to the estimators."""
 
 import numpy as np
+from sklearn.base import clone
 from skorch.callbacks import EarlyStopping, ProgressBar
 from sklearn.frozen import FrozenEstimator
 
@@ -32,7 +33,7 @@ def _with_rows(table):
 
 
 def train_siamese_model(table, *, images=None, size=(150, 220), valid_writers=0.15, patience=8, progress=True,
-                        random_state=None, **embedder_params):
+                        random_state=None, init=None, **embedder_params):
     """Train a :class:`SiameseEmbedder` on a signature table, validating on held-out writers.
 
     Parameters
@@ -52,6 +53,9 @@ def train_siamese_model(table, *, images=None, size=(150, 220), valid_writers=0.
     progress : bool, default=True
         Show a progress bar per epoch.
     random_state : int or None, default=None
+    init : SiameseEmbedder or None, default=None
+        A fitted embedder to start from (fine-tuning): its architecture (``module__*``) and weights
+        are taken, then training goes on on ``table``.
     **embedder_params
         :class:`SiameseEmbedder` parameters (``max_epochs``, ``module__backbone``, ...).
 
@@ -77,7 +81,13 @@ def train_siamese_model(table, *, images=None, size=(150, 220), valid_writers=0.
                      EarlyStopping(monitor="valid_eer", patience=patience, load_best=True,
                                    sink=print if progress else _silent),
                      *callbacks]
+    if init is not None:
+        architecture = {k: v for k, v in init.get_params().items() if k.startswith("module__")}
+        embedder_params = {**embedder_params, **architecture, "warm_start": True}
     embedder = SiameseEmbedder(callbacks=callbacks, random_state=random_state, **embedder_params)
+    if init is not None:
+        embedder.initialize()
+        embedder.module_.load_state_dict(init.module_.state_dict())
     embedder.fit(images[train["_row"].to_numpy()], embedding_targets(train["writer"], train["genuine"]))
     if embedder.interrupted_:
         raise KeyboardInterrupt(f"training interrupted after {len(embedder.history_)} epoch(s)")
@@ -153,7 +163,7 @@ def fit_pair_head(embedder, valid, images, *, n_per_writer=40, random_state=0):
 
 def train_verifier(table, *, images=None, preprocessor=None, valid_writers=0.15, size=(150, 220),
                    backbone="resnet_tiny", max_epochs=40, patience=8, lr=3e-3, writers_per_batch=32,
-                   samples_per_writer=8, progress=True, random_state=0, **embedder_params):
+                   samples_per_writer=8, progress=True, random_state=0, init=None, **embedder_params):
     """Train the full verifier writer-independently and choose its threshold on validation writers.
 
     1. Hold out ``valid_writers`` of ``table``; train the embedder on the others, keeping the epoch
@@ -185,6 +195,10 @@ def train_verifier(table, *, images=None, preprocessor=None, valid_writers=0.15,
     writers_per_batch, samples_per_writer : int, default=32, 8
     progress : bool, default=True
     random_state : int, default=0
+    init : sklearn.pipeline.Pipeline or None, default=None
+        A fitted verifier to fine-tune (``sigest.pretrained("sigest-base")``, say): its
+        preprocessing, network architecture and weights are the starting point; ``size`` and
+        ``backbone`` are then ignored. Use a smaller ``lr`` (3e-4) to adapt rather than relearn.
     **embedder_params
         More :class:`SiameseEmbedder` parameters (``device``, ``criterion__margin``, ...).
 
@@ -196,6 +210,13 @@ def train_verifier(table, *, images=None, preprocessor=None, valid_writers=0.15,
     from sklearn.pipeline import Pipeline
 
     check_writers(table)
+    start = None
+    if init is not None:
+        start = init[-1].embedder_
+        preprocessor = clone(init[0]) if preprocessor is None else preprocessor
+        if tuple(preprocessor.size) != tuple(init[0].size):
+            raise ValueError(f"images of size {tuple(preprocessor.size)} cannot fine-tune a model made for "
+                             f"{tuple(init[0].size)}")
     preprocessor = PreprocessImage(size) if preprocessor is None else preprocessor
     if images is None:
         images = preprocessor.transform(_items(table))
@@ -205,7 +226,7 @@ def train_verifier(table, *, images=None, preprocessor=None, valid_writers=0.15,
                                    patience=patience, progress=progress, random_state=random_state,
                                    module__backbone=backbone, max_epochs=max_epochs, lr=lr,
                                    writers_per_batch=writers_per_batch, samples_per_writer=samples_per_writer,
-                                   **embedder_params)
+                                   init=start, **embedder_params)
     verifier = fit_pair_head(embedder, valid, images, random_state=random_state)
     return Pipeline([("preprocess", preprocessor), ("verifier", verifier)])
 
