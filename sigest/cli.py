@@ -45,7 +45,8 @@ def _load_model(spec):
           "source you trust; 'sigest train --out MODEL.safetensors' writes the safe format", file=sys.stderr)
     try:
         model = joblib.load(path)
-    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, AttributeError, ImportError, IndexError) as exc:
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, AttributeError, ImportError, IndexError,
+            TypeError, MemoryError, OverflowError) as exc:
         raise CommandError(f"{path} is not a sigest model ({type(exc).__name__})") from None
     if not (isinstance(model, Pipeline) and hasattr(model[-1], "proba_from_embeddings")):
         raise CommandError(f"{path} is not a sigest model (it holds a {type(model).__name__})")
@@ -129,8 +130,16 @@ def cmd_evaluate(args):
     from .datasets import load_signatures
     from .evaluation import evaluate, format_report
 
-    model = _load_model(args.model)
-    table = load_signatures(args.data[0] if len(args.data) == 1 else args.data)
+    from .pretrained import list_pretrained
+
+    sources = list(args.sources)
+    first = Path(sources[0])
+    named = sources[0] in list_pretrained() or first.is_file()
+    model_spec = sources.pop(0) if named and len(sources) > 1 else "sigest-base"
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise CommandError(f"--out {args.out} is a file; give a folder for the report")
+    model = _load_model(model_spec)
+    table = load_signatures(sources[0] if len(sources) == 1 else sources)
     report = evaluate(model, table, writers=args.writers, out_dir=args.out, ks=args.k)
     print(format_report(report))
     if args.out:
@@ -236,9 +245,11 @@ def build_parser():
     _training_options(train, epochs=40)
     train.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("evaluate", help="writer-independent evaluation of a model on a signature folder")
-    ev.add_argument("model", help="model file written by 'sigest train', or a shipped model's name (sigest-base)")
-    ev.add_argument("data", nargs="+", help="signature folder(s)")
+    ev = sub.add_parser("evaluate", help="writer-independent evaluation of a model on a signature folder",
+                        usage="sigest evaluate [MODEL] DATA [DATA ...] [options]")
+    ev.add_argument("sources", nargs="+", metavar="[MODEL] DATA",
+                    help="an optional model (a file written by 'sigest train', or a shipped name; default "
+                         "sigest-base), then the signature folder(s) of writers the model never saw")
     ev.add_argument("--writers", nargs="+", help="test writers (default: every writer in the folder)")
     ev.add_argument("--out", help="report folder (CSV and PNG files)")
     ev.add_argument("--k", type=int, nargs="+", default=[1, 3, 5, 10], help="reference counts for voting")

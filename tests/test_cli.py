@@ -112,3 +112,13 @@ def test_verify_report_draws_the_evidence(trained, tmp_path, capsys):
     assert status in (0, 1) and report.read_bytes()[:4] == b"\x89PNG"
     status = main(["verify", str(model), "--reference", *refs[:3], "--questioned", refs[3], "--report", str(tmp_path)])
     assert status == 2 and "is a folder" in capsys.readouterr().err
+
+
+def test_evaluate_takes_an_optional_model_and_refuses_a_file_as_report_folder(trained, tmp_path, capsys):
+    root, model = trained
+    report_file = tmp_path / "report.txt"
+    report_file.write_text("keep me")
+    status = main(["evaluate", str(model), str(root / "data"), "--writers", "w005", "--out", str(report_file)])
+    assert status == 2 and "is a file" in capsys.readouterr().err and report_file.read_text() == "keep me"
+    assert main(["evaluate", str(root / "data"), "--writers", "w005", "w006", "--k", "1"]) == 0
+    assert "EER (global threshold)" in capsys.readouterr().out  # scored by the shipped sigest-base

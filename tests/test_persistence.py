@@ -86,6 +86,9 @@ def test_the_shipped_verifier_loads_and_scores_path_pairs(small_signatures, tmp_
     model = sigest.pretrained("sigest-base")
     meta = model.sigest_info_
     assert meta["preprocess"]["params"]["size"] == [150, 220] and 0 < model[-1].threshold < 1
+    from sigest.pretrained import PretrainedVerifier as card
+    assert card.SIGEST_BASE.value.meta["input_size"] == tuple(model[0].size)
+    assert abs(card.SIGEST_BASE.value.meta["threshold"] - model[-1].threshold) < 1e-3
     assert len(meta["info"]["valid_writers"]) > 10 and not set(meta["info"]["valid_writers"]) & set(
         meta["info"]["train_writers"])
     images = list(small_signatures.images[:3])
