@@ -178,6 +178,7 @@ def load(path, *, device="auto"):
     verifier.embedder_ = embedder
     verifier.classifier_ = classifier
     verifier.classes_ = classifier.classes_
+    verifier.input_shape_ = (network["in_channels"], *preprocess.size)
     pipeline = Pipeline([("preprocess", preprocess), ("verifier", verifier)])
     pipeline.sigest_info_ = document
     return pipeline

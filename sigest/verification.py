@@ -8,6 +8,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
 from .embedder import SiameseEmbedder
@@ -96,6 +97,24 @@ def pairs_to_targets(X, y):
     return np.stack(images), np.column_stack([codes, genuine]).astype(np.int64)
 
 
+def _check_pair_labels(y):
+    """``y`` as an int array of 0 (forgery) and 1 (genuine), both present, or a ValueError."""
+    y = np.asarray(y)
+    kind = type_of_target(y)
+    if kind != "binary" or set(np.unique(y).tolist()) != {0, 1}:
+        raise ValueError(f"y must be binary labels holding both 0 (forgery) and 1 (genuine); got a {kind} target "
+                         f"with values {np.unique(y)[:5]}")
+    return y.astype(int)
+
+
+def _check_image_shape(estimator, shape):
+    """Refuse images of another shape than the fitted estimator saw."""
+    expected = getattr(estimator, "input_shape_", None)
+    if expected is not None and tuple(shape) != tuple(expected):
+        raise ValueError(f"this verifier was fitted on images of shape {tuple(expected)}, got {tuple(shape)}: "
+                         f"preprocess with the same size as in training")
+
+
 def _embeds(estimator):
     return hasattr(estimator, "embed") and hasattr(estimator, "proba_from_embeddings")
 
@@ -136,6 +155,8 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
     classifier_ : LogisticRegression
     classes_ : ndarray of shape (2,)
         ``[0, 1]``: 0 forgery, 1 genuine.
+    input_shape_ : tuple of int
+        ``(1, H, W)``, the preprocessed image shape seen in ``fit``; other shapes are refused.
 
     Examples
     --------
@@ -170,6 +191,7 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         X = _as_preprocessed(X, "(n_pairs, 2, 1, H, W)")
         if X.shape[1] != 2:
             raise ValueError(f"expected pairs (n_pairs, 2, 1, H, W), got {X.shape}")
+        _check_image_shape(self, X.shape[2:])
         return X
 
     def fit(self, X, y):
@@ -188,10 +210,9 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         self : LogisticSiameseRegression
         """
         self._validate_params()
+        self.__dict__.pop("input_shape_", None)
         X = self._check_pairs(X)
-        y = np.asarray(y).astype(int)
-        if set(np.unique(y)) != {0, 1}:
-            raise ValueError(f"y must hold both labels 0 (forgery) and 1 (genuine), got {np.unique(y)}")
+        y = _check_pair_labels(y)
         embedder = self.embedder if self.embedder is not None else SiameseEmbedder(random_state=self.random_state)
         if isinstance(embedder, FrozenEstimator):
             self.embedder_ = embedder.estimator
@@ -208,6 +229,7 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         self.classifier_ = LogisticRegression(C=self.C, max_iter=1000, random_state=self.random_state)
         self.classifier_.fit(pair_features(self.embedder_.transform(X)), y)
         self.classes_ = self.classifier_.classes_
+        self.input_shape_ = tuple(X.shape[2:])
         return self
 
     def embed(self, X):
@@ -330,6 +352,7 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         """Genuine probability of the questioned signature against each reference: (n, k)."""
         check_is_fitted(self)
         X = self._check_rows(X)
+        _check_image_shape(self.estimator_, X.shape[2:])
         n, m = X.shape[:2]
         estimator = self.estimator_
         if not _embeds(estimator):

@@ -213,3 +213,14 @@ def test_check_writers_names_the_writers_that_cannot_be_used(small_signatures):
     lonely = table.drop(index=table[(table["writer"] == "w003") & table["genuine"]].index[1:])
     with pytest.raises(ValueError, match=r"w003 \(1 genuine, 3 forged\)"):
         check_writers(lonely)
+
+
+def test_a_folder_mixing_layouts_is_refused_with_what_was_found_where(tmp_path, page):
+    for w in ("anna", "bert"):
+        write_scan(tmp_path / w / "genuine" / "1.png", page)
+        write_scan(tmp_path / w / "genuine" / "2.png", page)
+        write_scan(tmp_path / w / "forged" / "1.png", page)
+    write_scan(tmp_path / "cedar" / "forgeries_14_1.png", page)
+    write_scan(tmp_path / "cedar" / "original_14_1.png", page)
+    with pytest.raises(ValueError, match=r"mixes signature layouts: 6 file\(s\) in the generic layout.*cedar layout"):
+        load_signatures(tmp_path)

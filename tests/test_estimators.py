@@ -252,3 +252,19 @@ def test_normalized_voting_divides_by_the_references_spread(pair_data):
         VotingVerifier(FrozenEstimator(clf), voting="normalized").fit(rows[:, :2], labels)
     with pytest.raises(ValueError, match="both labels"):
         VotingVerifier(FrozenEstimator(clf), voting="normalized").fit(rows, np.ones(len(rows)))
+
+
+def test_labels_are_validated_and_other_image_sizes_refused(pair_data):
+    _, _, X, y = pair_data
+    Xp = PreprocessImage(size=SIZE).transform(X)
+    with pytest.raises(ValueError, match="binary labels"):
+        LogisticSiameseRegression(tiny_net()).fit(Xp, np.linspace(0, 1, len(y)))
+    with pytest.raises(ValueError, match="binary labels"):
+        LogisticSiameseRegression(tiny_net()).fit(Xp, np.where(y == 1, 2, 1))
+    clf = LogisticSiameseRegression(tiny_net(), random_state=0).fit(Xp, y)
+    assert clf.input_shape_ == (1, *SIZE)
+    other = PreprocessImage(size=(40, 64)).transform(X[:3])
+    with pytest.raises(ValueError, match=r"fitted on images of shape \(1, 32, 64\), got \(1, 40, 64\)"):
+        clf.predict_proba(other)
+    with pytest.raises(ValueError, match="fitted on images of shape"):
+        VotingVerifier(FrozenEstimator(clf)).fit(Xp[:2], [1, 1]).predict_proba(other)

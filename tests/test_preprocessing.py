@@ -230,3 +230,23 @@ EXPECTED_FAILURES = {
 )
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+def test_huge_images_are_reduced_on_reading_and_folders_are_named(tmp_path):
+    from sigest.preprocessing import read_grayscale
+    from sigest.preprocessing._io import MAX_SIDE
+
+    wide = np.full((60, 9000), 250, np.uint8)
+    wide[20:40, 100:8900] = 20
+    image = read_grayscale(write_png(tmp_path / "wide.png", wide))
+    assert max(image.shape) <= MAX_SIDE and image.shape == (20, 3000) and image.min() < 100
+    with pytest.raises(ImageReadError, match="is a folder"):
+        read_grayscale(tmp_path)
+
+
+def test_a_bad_image_is_named_with_its_row(tmp_path, ink_page):
+    good = str(write_png(tmp_path / "good.png", ink_page))
+    with pytest.raises(FileNotFoundError, match=r"row 2: image file not found: .*missing\.png"):
+        PreprocessImage(size=(32, 64)).transform([good, good, str(tmp_path / "missing.png")])
+    with pytest.raises(ImageReadError, match=r"row 1, column 0: .*no ink"):
+        PreprocessImage(size=(32, 64)).transform([[good, good], [np.full((40, 40), 250, np.uint8), good]])

@@ -86,7 +86,12 @@ def _parse_generic(root, files):
 
 
 def _detect_layout(root, files):
-    """Return ``(layout, rows)`` for the layout that explains the most files."""
+    """Return ``(layout, rows)`` for the layout that explains the most files.
+
+    Raises ValueError when files the chosen layout leaves out are explained by another layout: a
+    folder mixing layouts would otherwise be mislabelled (a CEDAR forgery read as a genuine
+    signature of a writer named after its folder) or lose writers without a word.
+    """
     dirs = {p.parent for p in files}
     candidates = {
         "cedar": _parse_cedar,
@@ -95,8 +100,20 @@ def _detect_layout(root, files):
     }
     if any(d.name.lower().endswith("_forg") for d in dirs):
         candidates["sigcomp"] = _parse_sigcomp
-    best = max(((name, parse(root, files)) for name, parse in candidates.items()), key=lambda c: len(c[1]))
-    return best
+    parsed = {name: parse(root, files) for name, parse in candidates.items()}
+    layout = max(parsed, key=lambda name: len(parsed[name]))
+    explained = {path for path, _, _ in parsed[layout]}
+    conflicts = {name: [p for p, _, _ in rows if p not in explained] for name, rows in parsed.items() if name != layout}
+    conflicts = {name: paths for name, paths in conflicts.items() if paths}
+    if conflicts:
+        found = "; ".join(f"{len(paths)} file(s) in the {name} layout, e.g. {paths[0].relative_to(root)}"
+                          for name, paths in conflicts.items())
+        raise ValueError(
+            f"{root} mixes signature layouts: {len(explained)} file(s) in the {layout} layout "
+            f"(e.g. {next(iter(sorted(explained))).relative_to(root)}), and {found}. "
+            "Put each data set in its own folder and read them together with load_signatures([folder_a, folder_b])."
+        )
+    return layout, parsed[layout]
 
 
 def _read_one(root):

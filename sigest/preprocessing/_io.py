@@ -6,7 +6,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageReadError", "read_grayscale"]
+__all__ = ["ImageReadError", "read_grayscale", "MAX_SIDE"]
+
+MAX_SIDE = 4000
+"""Longest side, in pixels, kept on reading: a larger image is reduced by an integer factor as it is
+decoded (JPEG draft mode) or right after, so a huge scan costs megabytes, not gigabytes. A signature
+needs far fewer pixels: the network sees 150x220."""
 
 
 class ImageReadError(ValueError):
@@ -64,6 +69,7 @@ def read_grayscale(source):
         A file path (PNG, JPEG, TIFF, BMP, ...), an open PIL image, or a 2-D array (uint8, 16-bit
         integers, or floats in [0, 1]). EXIF orientation is applied, transparent pixels become
         paper, palette, 16-bit and CMYK images are converted. Files are only read, never written.
+        A file whose longest side exceeds :data:`MAX_SIDE` pixels is reduced by an integer factor.
 
     Returns
     -------
@@ -81,13 +87,19 @@ def read_grayscale(source):
     try:
         if isinstance(source, (str, os.PathLike)):
             path = Path(source)
+            if path.is_dir():
+                raise ImageReadError(f"{path}: is a folder, not an image file")
             if not path.is_file():
                 raise FileNotFoundError(f"image file not found: {path}")
             if path.stat().st_size == 0:
                 raise ImageReadError(f"{path}: the file is empty (0 bytes)")
             with Image.open(path) as image:
+                factor = -(-max(image.size) // MAX_SIDE)
+                if factor > 1:
+                    image.draft("L", (image.size[0] // factor, image.size[1] // factor))
                 image.load()
-                return _flatten_to_gray(image)
+                factor = -(-max(image.size) // MAX_SIDE)
+                return _flatten_to_gray(image.reduce(factor) if factor > 1 else image)
         if isinstance(source, Image.Image):
             return _flatten_to_gray(source)
         array = np.asarray(source)

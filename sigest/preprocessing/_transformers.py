@@ -195,10 +195,19 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
         self._check_size()
         items, shape = as_image_items(X)
         if self.n_jobs in (None, 1) or len(items) < 16:
-            out = [self.preprocess_one(item) for item in items]
+            out = [self._preprocess_at(i, item, shape) for i, item in enumerate(items)]
         else:
-            out = Parallel(n_jobs=self.n_jobs)(delayed(self.preprocess_one)(item) for item in items)
+            out = Parallel(n_jobs=self.n_jobs)(delayed(self._preprocess_at)(i, item, shape)
+                                               for i, item in enumerate(items))
         return np.stack(out).reshape(*shape, 1, *self.size)
+
+    def _preprocess_at(self, index, item, shape):
+        """:meth:`preprocess_one`, its error naming the row (and column) of ``X`` that failed."""
+        try:
+            return self.preprocess_one(item)
+        except (ImageReadError, FileNotFoundError) as exc:
+            where = f"row {index}" if len(shape) == 1 else f"row {index // shape[1]}, column {index % shape[1]}"
+            raise type(exc)(f"{where}: {exc}") from None
 
     def _normalise_pose(self, gray, threshold):
         """Geometric normalisation before cropping; identity here, deskew in the test variant."""
