@@ -278,7 +278,7 @@ def main(argv=None):
     except KeyboardInterrupt as exc:
         print(f"sigest: interrupted{f' ({exc})' if str(exc) else ''}; nothing was saved", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (CommandError, FileNotFoundError, IsADirectoryError, ImageReadError, ValueError) as exc:
+    except (CommandError, FileNotFoundError, IsADirectoryError, PermissionError, ImageReadError, ValueError) as exc:
         print(f"sigest: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 

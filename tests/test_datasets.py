@@ -224,3 +224,22 @@ def test_a_folder_mixing_layouts_is_refused_with_what_was_found_where(tmp_path, 
     write_scan(tmp_path / "cedar" / "original_14_1.png", page)
     with pytest.raises(ValueError, match=r"mixes signature layouts: 6 file\(s\) in the generic layout.*cedar layout"):
         load_signatures(tmp_path)
+
+
+def test_an_unreadable_folder_is_reported_as_unreadable(tmp_path, page, monkeypatch):
+    import os
+
+    for w in (1, 2):
+        write_scan(tmp_path / str(w) / f"B-S-{w}-G-01.tif", page)
+        write_scan(tmp_path / str(w) / f"B-S-{w}-G-02.tif", page)
+    locked = tmp_path / "2"
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == os.fspath(locked):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)  # as root, chmod cannot lock a folder
+    with pytest.raises(PermissionError, match=r"cannot read the folder .*2: Permission denied"):
+        load_signatures(tmp_path)

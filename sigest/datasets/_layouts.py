@@ -35,7 +35,11 @@ _FORGED_DIRS = {"forged", "forgery", "forgeries", "fake", "forg"}
 def _image_files(root):
     """Image files under ``root``, following symbolic links to folders (each real folder visited once)."""
     files, seen = [], set()
-    for folder, subfolders, names in os.walk(root, followlinks=True):
+
+    def unreadable(error):
+        raise PermissionError(f"cannot read the folder {error.filename}: {error.strerror}")
+
+    for folder, subfolders, names in os.walk(root, onerror=unreadable, followlinks=True):
         real = os.path.realpath(folder)
         if real in seen:
             subfolders[:] = []
