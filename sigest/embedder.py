@@ -3,10 +3,11 @@
 import numpy as np
 import torch
 from skorch import NeuralNet
+from skorch.callbacks import EarlyStopping
 from skorch.dataset import Dataset
 from torch.utils.data import Sampler
 
-from .nn import SiameseResNet, TripletLoss
+from .nn import SiameseResNet, TripletLoss, get_loss, identity_labels
 
 __all__ = ["SiameseEmbedder", "WriterBatchSampler", "embedding_targets", "resolve_device"]
 
@@ -106,7 +107,9 @@ class SiameseEmbedder(NeuralNet):
     ----------
     module : type, default=SiameseResNet
         The network; ``module__backbone``, ``module__embedding_dim`` and the rest configure it.
-    criterion : type, default=TripletLoss
+    criterion : type, module or str, default=TripletLoss
+        A loss class, or a registered loss's name (:func:`sigest.nn.list_losses`), called as
+        ``criterion(embeddings, labels, indices_tuple)``; ``criterion__*`` configure it.
     optimizer : type, default=torch.optim.AdamW
     lr : float, default=1e-3
     max_epochs : int, default=10
@@ -136,6 +139,8 @@ class SiameseEmbedder(NeuralNet):
         The trained network.
     history_ : skorch.History
         Per-epoch losses.
+    n_writers_ : int
+        Writers in the labelled images of the last fit (the forgery classes' offset).
 
     Examples
     --------
@@ -222,7 +227,8 @@ class SiameseEmbedder(NeuralNet):
         """skorch's loop, run on a forked, seeded torch RNG: repeatable, and the caller's RNG is left as it was.
 
         skorch ends training quietly on Ctrl-C; ``interrupted_`` records that it happened, so that a
-        caller can refuse to treat a cut-short net as trained.
+        caller can refuse to treat a cut-short net as trained. skorch's ``EarlyStopping`` stops by
+        raising the same exception; that is a normal end, not an interruption.
         """
         self.interrupted_ = False
         with torch.random.fork_rng(devices=[]):
@@ -230,7 +236,8 @@ class SiameseEmbedder(NeuralNet):
             try:
                 return super().fit_loop(X, y, epochs=epochs, **fit_params)
             except KeyboardInterrupt:
-                self.interrupted_ = True
+                self.interrupted_ = not any(isinstance(callback, EarlyStopping) and callback.misses_ >= callback.patience
+                                            for _, callback in self.callbacks_)
                 raise
 
     def forward(self, X, training=False, device="cpu"):
@@ -259,6 +266,7 @@ class SiameseEmbedder(NeuralNet):
                 raise ValueError("single images need writer labels y; pass triplets (n, 3, 1, H, W) to fit without y")
             y = np.asarray(y, dtype=np.int64)
             y = embedding_targets(y) if y.ndim == 1 else y
+            self.n_writers_ = int(y[:, 0].max()) + 1
         return Dataset(X, y)
 
     def get_iterator(self, dataset, training=False):
@@ -272,11 +280,29 @@ class SiameseEmbedder(NeuralNet):
             kwargs.pop(batching, None)
         return self.iterator_train(dataset, batch_sampler=sampler, **kwargs)
 
+    def initialize_criterion(self):
+        """skorch's, and a registered loss by name: ``criterion="triplet"`` or ``"proxy_anchor"``."""
+        if isinstance(self.criterion, str):
+            self.criterion_ = get_loss(self.criterion, **self.get_params_for("criterion"))
+            return self
+        return super().initialize_criterion()
+
     def get_loss(self, y_pred, y_true, X=None, training=False):
+        """The criterion in pytorch-metric-learning's convention, ``(embeddings, labels, indices_tuple)``.
+
+        Triplets (N, 3, D) become 3N embeddings with their triplets as ``indices_tuple``. Single
+        images get :func:`~sigest.nn.identity_labels` (a class per writer and per writer's
+        forgeries, offset by the training set's writer count) and, where the criterion mines
+        (``mine``), the triplets mined in the batch with genuine anchors only.
+        """
         if y_pred.dim() == 3:
-            return self.criterion_(y_pred[:, 0], y_pred[:, 1], y_pred[:, 2])
+            base = torch.arange(len(y_pred), device=y_pred.device) * 3
+            return self.criterion_(y_pred.flatten(0, 1), None, (base, base + 1, base + 2))
         y_true = y_true.to(y_pred.device)
-        return self.criterion_.online(y_pred, y_true[:, 0], y_true[:, 1].bool())
+        genuine = y_true[:, 1].bool()
+        labels = identity_labels(y_true[:, 0], genuine, offset=self.n_writers_)
+        indices = self.criterion_.mine(y_pred, labels, anchors=genuine) if hasattr(self.criterion_, "mine") else None
+        return self.criterion_(y_pred, labels, indices)
 
     # -- estimator API ---------------------------------------------------------------------------------
     def transform(self, X):

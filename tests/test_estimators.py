@@ -268,3 +268,29 @@ def test_labels_are_validated_and_other_image_sizes_refused(pair_data):
         clf.predict_proba(other)
     with pytest.raises(ValueError, match="fitted on images of shape"):
         VotingVerifier(FrozenEstimator(clf)).fit(Xp[:2], [1, 1]).predict_proba(other)
+
+
+_API_CHECKS = ["check_no_attributes_set_in_init", "check_parameters_default_constructible",
+               "check_get_params_invariance", "check_set_params", "check_estimator_repr", "check_estimator_cloneable"]
+_SKORCH_BY_DESIGN = {
+    "check_no_attributes_set_in_init": "skorch's NeuralNet.__init__ sets history_, initialized_ and virtual_params_",
+    "check_set_params": "sklearn sets every parameter to arbitrary values (callbacks=-inf, ...), which skorch rejects",
+}
+
+
+@pytest.mark.parametrize("check", _API_CHECKS)
+@pytest.mark.parametrize("make", [LogisticSiameseRegression, lambda: VotingVerifier(LogisticSiameseRegression()),
+                                  lambda: SiameseEmbedder(module__backbone="resnet_tiny")],
+                         ids=["LogisticSiameseRegression", "VotingVerifier", "SiameseEmbedder"])
+def test_sklearn_api_checks_that_apply_to_image_estimators(make, check, request):
+    """The data-free checks of sklearn's estimator_checks; the data checks feed 2-D tables, not images."""
+    import warnings
+
+    from sklearn.utils import estimator_checks
+
+    estimator = make()
+    if isinstance(estimator, SiameseEmbedder) and check in _SKORCH_BY_DESIGN:
+        request.applymarker(pytest.mark.xfail(reason=_SKORCH_BY_DESIGN[check], strict=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        getattr(estimator_checks, check)(type(estimator).__name__, estimator)

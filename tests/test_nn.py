@@ -8,6 +8,7 @@ from sigest.nn import (
     SpatialAttention,
     TripletLoss,
     get_backbone,
+    identity_labels,
     list_attention,
     list_backbones,
     list_losses,
@@ -63,24 +64,30 @@ def test_torchvision_backbones_take_one_channel(name):
 def test_triplet_loss_zero_when_separated_positive_otherwise():
     loss = TripletLoss(margin=0.2)
     a = torch.tensor([[1.0, 0.0]])
-    assert loss(a, a, -a).item() == 0.0
-    assert loss(a, -a, a).item() == pytest.approx(2.2)
+    separated = (torch.cat([a, a, -a]), None, (torch.tensor([0]), torch.tensor([1]), torch.tensor([2])))
+    swapped = (torch.cat([a, -a, a]), None, (torch.tensor([0]), torch.tensor([1]), torch.tensor([2])))
+    assert loss(*separated).item() == 0.0
+    assert loss(*swapped).item() == pytest.approx(2.2)
     cosine = TripletLoss(margin=0.1, distance="cosine")
-    assert cosine(a, a, -a).item() == 0.0 and cosine(a, -a, a).item() > 0
+    assert cosine(*separated).item() == 0.0 and cosine(*swapped).item() > 0
     with pytest.raises(ValueError, match="distance"):
         TripletLoss(distance="manhattan")
+    with pytest.raises(ValueError, match="labels"):
+        loss(torch.cat([a, a]))
 
 
 def test_batch_hard_mining_picks_hardest_and_treats_forgeries_as_negatives():
     e = F.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.95, 0.05], [-1.0, 0.0], [-0.9, -0.1]]), dim=1)
     writers = torch.tensor([0, 0, 0, 0, 1, 1])
     genuine = torch.tensor([True, True, True, False, True, True])
-    a, p, n = TripletLoss(mining="batch_hard").mine(e, writers, genuine)
+    labels = identity_labels(writers, genuine)
+    a, p, n = TripletLoss(mining="batch_hard").mine(e, labels, anchors=genuine)
     assert 3 not in a.tolist()  # forgeries are never anchors
     row = a.tolist().index(0)
     assert p[row].item() == 2  # the farthest genuine of writer 0
     assert n[row].item() == 3  # the closest negative is writer 0's skilled forgery
-    assert TripletLoss().online(e, writers, genuine).item() > 0
+    assert TripletLoss()(e, labels, (a, p, n)).item() > 0
+    assert identity_labels(writers, genuine, offset=10).tolist() == [0, 0, 0, 10, 1, 1]
 
 
 def test_registry_and_entry_points(monkeypatch):

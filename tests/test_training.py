@@ -129,14 +129,18 @@ def test_proxy_anchor_loss_learns_from_writer_labels(images_and_targets):
     images, writers, genuine = images_and_targets
     assert isinstance(get_loss("proxy_anchor", num_writers=3), ProxyAnchorLoss)
     n_writers = len(np.unique(writers))
-    net = tiny_net(criterion=ProxyAnchorLoss, criterion__num_writers=n_writers, criterion__embedding_dim=16,
+    net = tiny_net(criterion="proxy_anchor", criterion__num_writers=n_writers, criterion__embedding_dim=16,
                    max_epochs=3, lr=1e-2)
     net.fit(images, embedding_targets(writers, genuine))
+    assert isinstance(net.criterion_, ProxyAnchorLoss)  # chosen by its registered name
     losses = net.history[:, "train_loss"]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
     loss = ProxyAnchorLoss(num_writers=2, embedding_dim=4)
     with pytest.raises(ValueError, match="num_writers"):
-        loss.online(torch.randn(3, 4), torch.tensor([0, 1, 2]), torch.tensor([True, True, False]))
+        loss(torch.randn(3, 4), torch.tensor([0, 1, 4]))
+    with pytest.raises(ValueError, match="num_writers"):
+        tiny_net(criterion="proxy_anchor", criterion__num_writers=2, criterion__embedding_dim=16).fit(
+            images, embedding_targets(writers, genuine))
 
 
 def test_a_net_saved_on_cuda_predicts_on_a_cpu_only_machine(images_and_targets, monkeypatch):
@@ -154,3 +158,21 @@ def test_a_net_saved_on_cuda_predicts_on_a_cpu_only_machine(images_and_targets, 
         loaded = joblib.load(buffer)
     assert loaded.device == "cpu" and loaded.get_params()["device"] == "cpu"
     np.testing.assert_allclose(loaded.transform(images[:4]), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_early_stopping_is_a_normal_end_and_ctrl_c_is_not(images_and_targets, small_signatures, monkeypatch):
+    from sigest import train_siamese_model
+
+    table = small_signatures.table
+    images = PreprocessImage(size=SIZE).transform(list(table.image))
+    kwargs = dict(images=images, valid_writers=2, patience=1, progress=False, random_state=0,
+                  module__backbone="resnet_tiny", module__embedding_dim=16, lr=0.3, device="cpu")
+    net = train_siamese_model(table, max_epochs=30, **kwargs)  # lr 0.3 stalls the validation EER: patience 1 stops it
+    assert len(net.history) < 30 and not net.interrupted_
+
+    def interrupt(self, net, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(WriterEER, "on_epoch_end", interrupt)
+    with pytest.raises(KeyboardInterrupt, match="interrupted after 1 epoch"):
+        train_siamese_model(table, max_epochs=30, **kwargs)

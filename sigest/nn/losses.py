@@ -1,8 +1,7 @@
 """Triplet loss on explicit triplets or on triplets mined inside a batch."""
 
 import torch
-import torch.nn.functional as F
-from pytorch_metric_learning import distances, losses, miners
+from pytorch_metric_learning import distances, losses, miners, reducers
 from torch import nn
 
 from .registry import register_loss
@@ -10,7 +9,7 @@ from .registry import register_loss
 __all__ = ["TripletLoss", "ProxyAnchorLoss", "identity_labels"]
 
 
-def identity_labels(writers, genuine):
+def identity_labels(writers, genuine, offset=None):
     """One class per writer's genuine signatures and one per writer's skilled forgeries.
 
     Parameters
@@ -18,6 +17,9 @@ def identity_labels(writers, genuine):
     writers : LongTensor of shape (N,)
         Writer codes (>= 0); for a forgery, the writer it imitates.
     genuine : BoolTensor of shape (N,)
+    offset : int or None, default=None
+        Added to a forgery's writer code: the number of writers of the whole training set keeps
+        the classes stable from batch to batch (as proxies need); None uses ``writers.max() + 1``.
 
     Returns
     -------
@@ -25,12 +27,17 @@ def identity_labels(writers, genuine):
         ``writer`` for genuine signatures, ``writer + offset`` for forgeries, so that a forgery of
         writer w is a negative for w's genuine anchors.
     """
-    offset = int(writers.max()) + 1 if writers.numel() else 0
+    if offset is None:
+        offset = int(writers.max()) + 1 if writers.numel() else 0
     return torch.where(genuine, writers, writers + offset)
 
 
+@register_loss("triplet")
 class TripletLoss(nn.Module):
-    """Margin triplet loss ``mean(relu(d(a, p) - d(a, n) + margin))``.
+    """Margin triplet loss ``mean(relu(d(a, p) - d(a, n) + margin))``, in pytorch-metric-learning's convention.
+
+    ``forward(embeddings, labels, indices_tuple)`` as pytorch-metric-learning's losses: the
+    triplets are ``indices_tuple`` when given, else they are mined in the batch with ``mine``.
 
     Parameters
     ----------
@@ -39,16 +46,15 @@ class TripletLoss(nn.Module):
     distance : {"euclidean", "cosine"}, default="euclidean"
         Euclidean distance, or cosine distance ``1 - cos``.
     mining : {"batch_hard", "semi_hard", "all"}, default="batch_hard"
-        How :meth:`online` picks triplets inside a batch: the hardest positive and negative of each
+        How :meth:`mine` picks triplets inside a batch: the hardest positive and negative of each
         anchor (pytorch-metric-learning's ``BatchHardMiner``), every semi-hard triplet, or every
         valid triplet (``TripletMarginMiner``).
 
     Shape
     -----
-    - ``forward(anchor, positive, negative)``: three (N, D) tensors -> scalar.
-    - ``online(embeddings, writers, genuine)``: (N, D), (N,), (N,) -> scalar; anchors are
-      genuine signatures only, negatives are other writers' signatures and the anchor writer's
-      skilled forgeries.
+    - ``forward(embeddings, labels=None, indices_tuple=None)``: (N, D), (N,), three (T,) index
+      tensors -> scalar (the mean over the T triplets; zero, with a gradient, when T is 0).
+    - ``mine(embeddings, labels, anchors=None)``: (N, D), (N,), (N,) bool -> three (T,) tensors.
     """
 
     def __init__(self, margin=0.2, distance="euclidean", mining="batch_hard"):
@@ -61,38 +67,29 @@ class TripletLoss(nn.Module):
         self.distance = distance
         self.mining = mining
         measure = distances.LpDistance() if distance == "euclidean" else distances.CosineSimilarity()
+        self.loss = losses.TripletMarginLoss(margin=margin, distance=measure, reducer=reducers.MeanReducer())
         if mining == "batch_hard":
             self.miner = miners.BatchHardMiner(distance=measure)
         else:
             kind = "semihard" if mining == "semi_hard" else "all"
             self.miner = miners.TripletMarginMiner(margin=margin, type_of_triplets=kind, distance=measure)
 
-    def pair_distance(self, a, b):
-        """Row-wise distance of two (N, D) tensors: (N,)."""
-        if self.distance == "euclidean":
-            return (a - b).pow(2).sum(dim=1).clamp_min(1e-12).sqrt()
-        return 1.0 - F.cosine_similarity(a, b, dim=1)
-
-    def forward(self, anchor, positive, negative):
-        gap = self.pair_distance(anchor, positive) - self.pair_distance(anchor, negative)
-        return F.relu(gap + self.margin).mean()
-
-    def mine(self, embeddings, writers, genuine):
-        """Triplet indices ``(a, p, n)`` mined in the batch, anchors restricted to genuine signatures."""
-        labels = identity_labels(writers, genuine)
+    def mine(self, embeddings, labels, anchors=None):
+        """Triplet indices ``(a, p, n)`` mined in the batch; with ``anchors`` (bool mask), anchors only there."""
         a, p, n = self.miner(embeddings, labels)
-        keep = genuine[a]
+        if anchors is None:
+            return a, p, n
+        keep = anchors[a]
         return a[keep], p[keep], n[keep]
 
-    def online(self, embeddings, writers, genuine):
-        """Loss over the triplets mined in the batch; zero (with a gradient) if none can be mined."""
-        a, p, n = self.mine(embeddings, writers, genuine)
-        if a.numel() == 0:
+    def forward(self, embeddings, labels=None, indices_tuple=None):
+        if indices_tuple is None:
+            if labels is None:
+                raise ValueError("give labels to mine triplets from, or the triplets as indices_tuple")
+            indices_tuple = self.mine(embeddings, labels)
+        if indices_tuple[0].numel() == 0:
             return embeddings.sum() * 0.0
-        return self(embeddings[a], embeddings[p], embeddings[n])
-
-
-register_loss("triplet")(TripletLoss)
+        return self.loss(embeddings, labels, indices_tuple)
 
 
 @register_loss("proxy_anchor")
@@ -106,7 +103,8 @@ class ProxyAnchorLoss(nn.Module):
     Parameters
     ----------
     num_writers : int
-        Writers in the training data (writer codes 0..num_writers-1).
+        Writers in the training data (writer codes 0..num_writers-1); labels are
+        :func:`identity_labels` with ``offset=num_writers``.
     embedding_dim : int, default=128
         Size of the embeddings (the network's ``embedding_dim``).
     margin : float, default=0.1
@@ -115,7 +113,8 @@ class ProxyAnchorLoss(nn.Module):
 
     Shape
     -----
-    - ``online(embeddings, writers, genuine)``: (N, D), (N,), (N,) -> scalar.
+    - ``forward(embeddings, labels, indices_tuple=None)``: (N, D), (N,) -> scalar; ``indices_tuple``
+      is ignored (every proxy takes part).
     """
 
     def __init__(self, num_writers, embedding_dim=128, margin=0.1, alpha=32):
@@ -123,8 +122,8 @@ class ProxyAnchorLoss(nn.Module):
         self.num_writers = num_writers
         self.loss = losses.ProxyAnchorLoss(2 * num_writers, embedding_dim, margin=margin, alpha=alpha)
 
-    def online(self, embeddings, writers, genuine):
-        if int(writers.max()) >= self.num_writers:
-            raise ValueError(f"writer code {int(writers.max())} >= num_writers={self.num_writers}")
-        labels = torch.where(genuine, writers, writers + self.num_writers)
+    def forward(self, embeddings, labels, indices_tuple=None):
+        if labels is None or int(labels.max()) >= 2 * self.num_writers:
+            raise ValueError(f"labels must be identity_labels(..., offset=num_writers) with num_writers="
+                             f"{self.num_writers}; give criterion__num_writers the number of training writers")
         return self.loss(embeddings, labels)
