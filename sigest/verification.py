@@ -97,6 +97,14 @@ def pairs_to_targets(X, y):
     return np.stack(images), np.column_stack([codes, genuine]).astype(np.int64)
 
 
+def _image_pair_tags(tags):
+    """Tags of a binary classifier of preprocessed image rows (n, k, 1, H, W), not of 2-D tables."""
+    tags.input_tags.two_d_array = False
+    tags.classifier_tags.multi_class = False
+    tags.target_tags.required = True
+    return tags
+
+
 def _check_pair_labels(y):
     """``y`` as an int array of 0 (forgery) and 1 (genuine), both present, or a ValueError."""
     y = np.asarray(y)
@@ -186,6 +194,9 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         self.C = C
         self.threshold = threshold
         self.random_state = random_state
+
+    def __sklearn_tags__(self):
+        return _image_pair_tags(super().__sklearn_tags__())
 
     def _check_pairs(self, X):
         X = _as_preprocessed(X, "(n_pairs, 2, 1, H, W)")
@@ -310,6 +321,9 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.estimator = estimator
         self.voting = voting
         self.threshold = threshold
+
+    def __sklearn_tags__(self):
+        return _image_pair_tags(super().__sklearn_tags__())
 
     @staticmethod
     def _check_rows(X):

@@ -243,3 +243,14 @@ def test_an_unreadable_folder_is_reported_as_unreadable(tmp_path, page, monkeypa
     monkeypatch.setattr(os, "scandir", scandir)  # as root, chmod cannot lock a folder
     with pytest.raises(PermissionError, match=r"cannot read the folder .*2: Permission denied"):
         load_signatures(tmp_path)
+
+
+def test_writers_named_alike_in_different_subfolders_are_kept_apart(tmp_path, page):
+    for subset in ("setA", "setB"):
+        for i in (1, 2):
+            write_scan(tmp_path / subset / "001" / "genuine" / f"{i}.png", page)
+        write_scan(tmp_path / subset / "001" / "forged" / "1.png", page)
+    with pytest.warns(UserWarning, match="1 writer name.*several subfolders.*'001'"):
+        table = load_signatures(tmp_path)
+    assert sorted(table["writer"].unique()) == ["setA/001", "setB/001"]
+    assert table.groupby("writer")["genuine"].sum().tolist() == [2, 2]

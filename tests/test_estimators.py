@@ -297,3 +297,10 @@ def test_sklearn_api_checks_that_apply_to_image_estimators(make, check, request)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         getattr(estimator_checks, check)(type(estimator).__name__, estimator)
+
+
+def test_verifiers_declare_image_input_and_binary_targets():
+    for estimator in (LogisticSiameseRegression(), VotingVerifier(LogisticSiameseRegression())):
+        tags = estimator.__sklearn_tags__()
+        assert tags.input_tags.two_d_array is False and tags.classifier_tags.multi_class is False
+        assert tags.target_tags.required is True and tags.estimator_type == "classifier"

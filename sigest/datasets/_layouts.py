@@ -137,6 +137,7 @@ def _read_one(root):
             "Expected CEDAR (original_<w>_<i>/forgeries_<w>_<i>), BHSig260 (X-S-<w>-G-<i>/X-S-<w>-F-<i>), "
             "SigComp/Kaggle (<w>/ and <w>_forg/) or generic (<writer>/genuine/ and <writer>/forged/)."
         )
+    rows = _qualify_colliding_writers(root, layout, rows)
     table = pd.DataFrame(
         {
             "path": [str(p.absolute()) for p, _, _ in rows],
@@ -152,6 +153,33 @@ def _read_one(root):
             f"{', '.join(orphans[:10])}{' ...' if len(orphans) > 10 else ''}"
         )
     return table, layout
+
+
+def _writer_folder(layout, path, writer):
+    """The folder that identifies a row's writer in the folder-named layouts (None in the others)."""
+    if layout == "generic":
+        return path.parent.parent
+    if layout == "sigcomp":
+        return path.parent.parent / writer
+    return None
+
+
+def _qualify_colliding_writers(root, layout, rows):
+    """Writers named alike in different subfolders (``setA/001``, ``setB/001``) are different people:
+    name them by their path under ``root``, with a warning, instead of merging them."""
+    folders = {}
+    for path, writer, _ in rows:
+        folder = _writer_folder(layout, path, writer)
+        if folder is not None:
+            folders.setdefault(writer, set()).add(folder)
+    colliding = {writer for writer, found in folders.items() if len(found) > 1}
+    if not colliding:
+        return rows
+    warnings.warn(f"{len(colliding)} writer name(s) appear in several subfolders of {root} "
+                  f"(e.g. {sorted(colliding)[0]!r}); they are kept apart, named by their path under the folder",
+                  stacklevel=3)
+    return [(path, _writer_folder(layout, path, writer).relative_to(root).as_posix() if writer in colliding else writer,
+             genuine) for path, writer, genuine in rows]
 
 
 def _file_digest(path):
