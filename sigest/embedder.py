@@ -111,13 +111,13 @@ class SiameseEmbedder(NeuralNet):
         A loss class, or a registered loss's name (:func:`sigest.nn.list_losses`), called as
         ``criterion(embeddings, labels, indices_tuple)``; ``criterion__*`` configure it.
     optimizer : type, default=torch.optim.AdamW
-    lr : float, default=1e-3
+    lr : float, default=3e-3
     max_epochs : int, default=10
     batch_size : int, default=32
         Batch size for triplets and for inference.
-    writers_per_batch : int, default=8
+    writers_per_batch : int, default=32
         P of the writer-balanced batches.
-    samples_per_writer : int, default=4
+    samples_per_writer : int, default=8
         K genuine signatures per writer in a batch (plus up to K // 2 forgeries).
     augment : torch.nn.Module or None, default=None
         Applied to each training batch of single images (not to triplets, nor at inference),
@@ -158,11 +158,11 @@ class SiameseEmbedder(NeuralNet):
         *,
         criterion=TripletLoss,
         optimizer=torch.optim.AdamW,
-        lr=1e-3,
+        lr=3e-3,
         max_epochs=10,
         batch_size=32,
-        writers_per_batch=8,
-        samples_per_writer=4,
+        writers_per_batch=32,
+        samples_per_writer=8,
         augment=None,
         train_split=None,
         device="auto",

@@ -47,7 +47,7 @@ def _versions():
 
 def _architecture(embedder):
     params = embedder.get_params()
-    defaults = {"backbone": "resnet18", "embedding_dim": 128, "attention": "spatial", "attention_stages": [3, 4],
+    defaults = {"backbone": "resnet_tiny", "embedding_dim": 128, "attention": "spatial", "attention_stages": [3, 4],
                 "in_channels": 1, "dropout": 0.0}
     out = {name: params.get(f"module__{name}", defaults[name]) for name in _ARCHITECTURE}
     out["attention_stages"] = [int(s) for s in out["attention_stages"]]

@@ -195,6 +195,8 @@ def train_verifier(table, *, images=None, preprocessor=None, valid_writers=0.15,
     writers_per_batch, samples_per_writer : int, default=32, 8
     progress : bool, default=True
     random_state : int, default=0
+        A workflow is reproducible by default; the estimators themselves default to None, as in
+        scikit-learn.
     init : sklearn.pipeline.Pipeline or None, default=None
         A fitted verifier to fine-tune (``sigest.pretrained("sigest-base")``, say): its
         preprocessing, network architecture and weights are the starting point; ``size`` and

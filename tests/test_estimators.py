@@ -192,7 +192,8 @@ def test_trained_model_beats_chance_and_pixel_distance():
 
     trained, untrained = [], []
     for seed in (0, 1, 2):
-        params = dict(module__backbone="resnet_tiny", lr=3e-3, random_state=seed, device="cpu")
+        params = dict(module__backbone="resnet_tiny", lr=3e-3, writers_per_batch=8, samples_per_writer=4,
+                      random_state=seed, device="cpu")
         untrained.append(auc(SiameseEmbedder(**params).initialize().transform(X)))
         net = train_siamese_model(train, images=train_images, valid_writers=15, patience=4, max_epochs=12,
                                   progress=False, **params)

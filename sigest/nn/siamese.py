@@ -13,8 +13,9 @@ class SiameseResNet(nn.Module):
 
     Parameters
     ----------
-    backbone : str, default="resnet18"
-        Registered backbone name (see :func:`sigest.nn.list_backbones`), built without weights.
+    backbone : str, default="resnet_tiny"
+        Registered backbone name (see :func:`sigest.nn.list_backbones`), built without weights;
+        the default is the backbone of sigest's measured recipe and of the shipped model.
     embedding_dim : int, default=128
         Size of the embedding.
     attention : str, default="spatial"
@@ -33,7 +34,7 @@ class SiameseResNet(nn.Module):
     - Output: (N, embedding_dim) or (N, k, embedding_dim), each row of unit L2 norm.
     """
 
-    def __init__(self, backbone="resnet18", embedding_dim=128, attention="spatial", attention_stages=(3, 4),
+    def __init__(self, backbone="resnet_tiny", embedding_dim=128, attention="spatial", attention_stages=(3, 4),
                  in_channels=1, dropout=0.0):
         super().__init__()
         self.backbone = get_backbone(backbone, in_channels=in_channels)
