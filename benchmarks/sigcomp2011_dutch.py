@@ -18,7 +18,8 @@ import torch
 
 from sigest.datasets import load_signatures, split_writers
 from sigest.evaluation import evaluate, format_report
-from sigest.workflows import perform_voting, train_verifier
+from sigest.seed_api import perform_voting
+from sigest.training import train_verifier
 
 
 def test_writers_of(table, n=10):

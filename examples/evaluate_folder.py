@@ -9,7 +9,7 @@ import sys
 
 from sigest.datasets import load_signatures, split_writers
 from sigest.evaluation import evaluate, format_report
-from sigest.workflows import train_verifier
+from sigest.training import train_verifier
 
 
 def main(data, out="report", max_epochs=20, size=(96, 144), ks=(1, 3, 5, 10)):

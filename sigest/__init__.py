@@ -3,7 +3,8 @@
 Stages, each in the module named after it: :mod:`sigest.datasets` (folders, pairs, triplets,
 writer splits, synthetic signatures), :mod:`sigest.preprocessing` (transformers and pure steps),
 :mod:`sigest.nn` (pure PyTorch network, attention, loss, registries), :mod:`sigest.embedder`
-(skorch estimator), :mod:`sigest.verification` (pair classifier, voting, pipeline),
+(skorch estimator), :mod:`sigest.verification` (pair classifier, voting), :mod:`sigest.training` (the pipeline and its
+training recipe),
 :mod:`sigest.metrics` and :mod:`sigest.evaluation` (the field's metrics, writer-independent).
 """
 
@@ -11,8 +12,9 @@ from .embedder import SiameseEmbedder, embedding_targets
 from .persistence import load, save
 from .pretrained import list_pretrained, pretrained
 from .preprocessing import PreprocessImage, TestPreprocessImage
-from .verification import LogisticSiameseRegression, VotingVerifier, make_verifier
-from .workflows import get_predictions_for_single, perform_voting, train_model, train_siamese_model
+from .seed_api import get_predictions_for_single, perform_voting, train_model
+from .training import make_verifier, train_siamese_model, train_verifier
+from .verification import LogisticSiameseRegression, VotingVerifier
 
 __version__ = "0.1.0"
 
@@ -32,4 +34,5 @@ __all__ = [
     "save",
     "train_model",
     "train_siamese_model",
+    "train_verifier",
 ]

@@ -71,7 +71,7 @@ def _read_data(sources, size=None):
 
 
 def _train(args, table, images=None, preprocessor=None):
-    from .workflows import train_verifier
+    from .training import train_verifier
 
     init = _load_model(args.init) if getattr(args, "init", None) else None
     return train_verifier(table, images=images, preprocessor=preprocessor, init=init, valid_writers=args.valid_size,
@@ -149,7 +149,7 @@ def cmd_evaluate(args):
 
 def cmd_verify(args):
     from .preprocessing import read_grayscale
-    from .workflows import perform_voting
+    from .seed_api import perform_voting
 
     if args.report:
         check_output_file(args.report)

@@ -19,13 +19,13 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 from skorch.history import History
 
 from ._files import atomic_path
 from .embedder import SiameseEmbedder
 from .preprocessing import PreprocessImage, TestPreprocessImage
+from .training import verifier_pipeline
 from .verification import LogisticSiameseRegression
 
 __all__ = ["save", "load", "FORMAT_VERSION", "ModelFormatError"]
@@ -70,7 +70,7 @@ def save(model, path, *, info=None):
     ----------
     model : sklearn.pipeline.Pipeline
         Fitted ``PreprocessImage -> LogisticSiameseRegression`` (as :func:`sigest.make_verifier`
-        or :func:`sigest.workflows.train_verifier` make).
+        or :func:`sigest.training.train_verifier` make).
     path : str or path-like
         File to write; replaced only once the new file is complete.
     info : dict or None
@@ -179,6 +179,6 @@ def load(path, *, device="auto"):
     verifier.classifier_ = classifier
     verifier.classes_ = classifier.classes_
     verifier.input_shape_ = (network["in_channels"], *preprocess.size)
-    pipeline = Pipeline([("preprocess", preprocess), ("verifier", verifier)])
+    pipeline = verifier_pipeline(preprocess, verifier)
     pipeline.sigest_info_ = document
     return pipeline

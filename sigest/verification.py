@@ -6,15 +6,13 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
 from .embedder import SiameseEmbedder
-from .preprocessing import PreprocessImage
 
-__all__ = ["LogisticSiameseRegression", "VotingVerifier", "make_verifier", "pair_features", "pairs_to_targets"]
+__all__ = ["LogisticSiameseRegression", "VotingVerifier", "pair_features", "pairs_to_targets"]
 
 
 def pair_features(embeddings):
@@ -432,56 +430,3 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def predict(self, X):
         """1 (genuine) or 0 (forgery) per row: (n,)."""
         return (self.predict_proba(X)[:, 1] >= self.threshold).astype(int)
-
-
-def make_verifier(
-    size=(150, 220),
-    *,
-    backbone="resnet_tiny",
-    embedding_dim=128,
-    max_epochs=10,
-    lr=3e-3,
-    device="auto",
-    random_state=None,
-    verbose=0,
-    **embedder_params,
-):
-    """The recommended pipeline: ``PreprocessImage`` then ``LogisticSiameseRegression``.
-
-    Parameters
-    ----------
-    size : tuple of int (height, width), default=(150, 220)
-        Preprocessed image size.
-    backbone : str, default="resnet_tiny"
-        Registered backbone (:func:`sigest.nn.list_backbones`).
-    embedding_dim : int, default=128
-    max_epochs : int, default=10
-    lr : float, default=3e-3
-    device : str, default="auto"
-    random_state : int or None, default=None
-    verbose : int, default=0
-    **embedder_params
-        More :class:`SiameseEmbedder` parameters (``callbacks``, ``criterion__margin``, ...).
-
-    Returns
-    -------
-    pipeline : sklearn.pipeline.Pipeline
-        Steps ``"preprocess"`` and ``"verifier"``; ``fit(X, y)`` and ``predict_proba(X)`` take
-        ``X`` of shape (n_pairs, 2) holding (reference, questioned) paths or images.
-    """
-    embedder = SiameseEmbedder(
-        module__backbone=backbone,
-        module__embedding_dim=embedding_dim,
-        max_epochs=max_epochs,
-        lr=lr,
-        device=device,
-        random_state=random_state,
-        verbose=verbose,
-        **embedder_params,
-    )
-    return Pipeline(
-        [
-            ("preprocess", PreprocessImage(size)),
-            ("verifier", LogisticSiameseRegression(embedder, random_state=random_state)),
-        ]
-    )

@@ -180,7 +180,7 @@ def test_several_folders_qualify_writers_by_data_set(tmp_path, page):
     for name in ("setA", "setB"):
         for i in (1, 2):
             write_scan(tmp_path / name / "001" / f"001_0{i}.png", page)
-        write_scan(tmp_path / name / "001_forg" / f"0201001_01.png", page)
+        write_scan(tmp_path / name / "001_forg" / "0201001_01.png", page)
     table = load_signatures([tmp_path / "setA", tmp_path / "setB"])
     assert sorted(table["writer"].unique()) == ["setA/001", "setB/001"]
     assert table.groupby("dataset").size().to_dict() == {"setA": 3, "setB": 3}

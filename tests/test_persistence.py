@@ -112,7 +112,7 @@ def test_a_short_fine_tune_from_the_shipped_model_does_not_hurt_other_writers(re
     """Fine-tune sigest-base on 6 writers it never trained on; the EER of 12 other unseen writers holds."""
     from sigest.datasets import load_signatures
     from sigest.metrics import embedding_eer
-    from sigest.workflows import train_verifier
+    from sigest.training import train_verifier
 
     base = sigest.pretrained("sigest-base", device="cpu")
     unseen = base.sigest_info_["info"]["valid_writers"]  # never trained on (used to pick its checkpoint)

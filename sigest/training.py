@@ -1,19 +1,77 @@
-"""The seed project's functions, kept by name as thin calls to the estimators."""
+"""Training recipes: the verifier pipeline, and training it writer-independently.
+
+:func:`make_verifier` builds the recommended ``PreprocessImage -> LogisticSiameseRegression``
+pipeline; :func:`train_verifier` trains that pipeline the way the benchmarks measured it
+(validation-writer checkpoints, pair head and threshold fitted on writers the network never saw);
+:func:`train_siamese_model` and :func:`fit_pair_head` are its two stages.
+"""
 
 import numpy as np
 from sklearn.base import clone
-from skorch.callbacks import EarlyStopping, ProgressBar
 from sklearn.frozen import FrozenEstimator
+from sklearn.pipeline import Pipeline
+from skorch.callbacks import EarlyStopping, ProgressBar
 
 from .callbacks import WriterEER
-
 from .datasets import check_writers, make_pairs, split_writers
 from .embedder import SiameseEmbedder, embedding_targets
 from .preprocessing import PreprocessImage
-from .verification import LogisticSiameseRegression, VotingVerifier, make_verifier
+from .verification import LogisticSiameseRegression
 
-__all__ = ["train_siamese_model", "train_model", "train_verifier", "fit_pair_head", "get_predictions_for_single",
-           "perform_voting"]
+__all__ = ["verifier_pipeline", "make_verifier", "train_siamese_model", "fit_pair_head", "train_verifier"]
+
+
+def verifier_pipeline(preprocessor, verifier):
+    """The ``preprocess -> verifier`` pipeline every sigest model is: (n, 2) path pairs in, probabilities out."""
+    return Pipeline([("preprocess", preprocessor), ("verifier", verifier)])
+
+
+def make_verifier(
+    size=(150, 220),
+    *,
+    backbone="resnet_tiny",
+    embedding_dim=128,
+    max_epochs=10,
+    lr=3e-3,
+    device="auto",
+    random_state=None,
+    verbose=0,
+    **embedder_params,
+):
+    """The recommended pipeline: ``PreprocessImage`` then ``LogisticSiameseRegression``.
+
+    Parameters
+    ----------
+    size : tuple of int (height, width), default=(150, 220)
+        Preprocessed image size.
+    backbone : str, default="resnet_tiny"
+        Registered backbone (:func:`sigest.nn.list_backbones`).
+    embedding_dim : int, default=128
+    max_epochs : int, default=10
+    lr : float, default=3e-3
+    device : str, default="auto"
+    random_state : int or None, default=None
+    verbose : int, default=0
+    **embedder_params
+        More :class:`SiameseEmbedder` parameters (``callbacks``, ``criterion__margin``, ...).
+
+    Returns
+    -------
+    pipeline : sklearn.pipeline.Pipeline
+        Steps ``"preprocess"`` and ``"verifier"``; ``fit(X, y)`` and ``predict_proba(X)`` take
+        ``X`` of shape (n_pairs, 2) holding (reference, questioned) paths or images.
+    """
+    embedder = SiameseEmbedder(
+        module__backbone=backbone,
+        module__embedding_dim=embedding_dim,
+        max_epochs=max_epochs,
+        lr=lr,
+        device=device,
+        random_state=random_state,
+        verbose=verbose,
+        **embedder_params,
+    )
+    return verifier_pipeline(PreprocessImage(size), LogisticSiameseRegression(embedder, random_state=random_state))
 
 
 def _split(table, writers, random_state):
@@ -96,24 +154,6 @@ def train_siamese_model(table, *, images=None, size=(150, 220), valid_writers=0.
 
 def _silent(*args):
     """A sink that prints nothing."""
-
-
-def train_model(X, y, **verifier_params):
-    """Fit the recommended pipeline (:func:`make_verifier`) on (reference, questioned) pairs.
-
-    Parameters
-    ----------
-    X : array-like of shape (n_pairs, 2)
-        Paths or images.
-    y : array-like of shape (n_pairs,), 1 genuine, 0 forgery
-    **verifier_params
-        :func:`make_verifier` parameters.
-
-    Returns
-    -------
-    pipeline : sklearn.pipeline.Pipeline
-    """
-    return make_verifier(**verifier_params).fit(X, y)
 
 
 def _pair_rows(table, **pair_params):
@@ -209,8 +249,6 @@ def train_verifier(table, *, images=None, preprocessor=None, valid_writers=0.15,
     pipeline : sklearn.pipeline.Pipeline
         Fitted ``preprocess -> verifier`` with ``verifier__threshold`` set.
     """
-    from sklearn.pipeline import Pipeline
-
     check_writers(table)
     start = None
     if init is not None:
@@ -230,52 +268,4 @@ def train_verifier(table, *, images=None, preprocessor=None, valid_writers=0.15,
                                    writers_per_batch=writers_per_batch, samples_per_writer=samples_per_writer,
                                    init=start, **embedder_params)
     verifier = fit_pair_head(embedder, valid, images, random_state=random_state)
-    return Pipeline([("preprocess", preprocessor), ("verifier", verifier)])
-
-
-def get_predictions_for_single(model, reference, questioned):
-    """Verify one questioned signature against one reference with a fitted pipeline.
-
-    Returns
-    -------
-    label : int
-        1 genuine, 0 forgery (at the model's threshold).
-    probability : float
-        Probability that the questioned signature is genuine.
-    """
-    X = np.empty((1, 2), dtype=object)
-    X[0] = [reference, questioned]
-    return int(model.predict(X)[0]), float(model.predict_proba(X)[0, 1])
-
-
-def perform_voting(model, questioned, references, *, voting="soft"):
-    """Verify a questioned signature against several references with a fitted pipeline.
-
-    Parameters
-    ----------
-    model : sklearn.pipeline.Pipeline
-        A fitted ``preprocess -> verifier`` pipeline (:func:`make_verifier`).
-    questioned : path or image
-    references : sequence of paths or images
-        Genuine signatures of the claimed writer.
-    voting : {"soft", "hard"}, default="soft"
-        Soft: genuine when the mean probability reaches the model's threshold. Hard: genuine when
-        a majority of the references accept it at that threshold.
-
-    Returns
-    -------
-    label : int
-        1 genuine, 0 forgery.
-    probability : float
-        Mean genuine probability (soft) or share of genuine votes (hard).
-    per_reference : ndarray of shape (k,)
-        Genuine probability against each reference: the evidence.
-    """
-    preprocess, verifier = model[:-1], model[-1]
-    row = np.empty((1, 1 + len(references)), dtype=object)
-    row[0] = [questioned, *references]
-    X = preprocess.transform(row)
-    # soft: the mean probability against the pair threshold; hard: a majority of the references' own decisions
-    threshold = getattr(verifier, "threshold", 0.5) if voting == "soft" else 0.5
-    voter = VotingVerifier(FrozenEstimator(verifier), voting=voting, threshold=threshold).fit(X, [1])
-    return int(voter.predict(X)[0]), float(voter.predict_proba(X)[0, 1]), voter.reference_probabilities(X)[0]
+    return verifier_pipeline(preprocessor, verifier)

@@ -1,0 +1,75 @@
+"""The seed project's functions, kept by name as thin calls to the estimators and training recipes."""
+
+import numpy as np
+from sklearn.frozen import FrozenEstimator
+
+from .training import make_verifier, train_siamese_model
+from .verification import VotingVerifier
+
+__all__ = ["train_siamese_model", "train_model", "get_predictions_for_single", "perform_voting"]
+
+
+def train_model(X, y, **verifier_params):
+    """Fit the recommended pipeline (:func:`make_verifier`) on (reference, questioned) pairs.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_pairs, 2)
+        Paths or images.
+    y : array-like of shape (n_pairs,), 1 genuine, 0 forgery
+    **verifier_params
+        :func:`make_verifier` parameters.
+
+    Returns
+    -------
+    pipeline : sklearn.pipeline.Pipeline
+    """
+    return make_verifier(**verifier_params).fit(X, y)
+
+
+def get_predictions_for_single(model, reference, questioned):
+    """Verify one questioned signature against one reference with a fitted pipeline.
+
+    Returns
+    -------
+    label : int
+        1 genuine, 0 forgery (at the model's threshold).
+    probability : float
+        Probability that the questioned signature is genuine.
+    """
+    X = np.empty((1, 2), dtype=object)
+    X[0] = [reference, questioned]
+    return int(model.predict(X)[0]), float(model.predict_proba(X)[0, 1])
+
+
+def perform_voting(model, questioned, references, *, voting="soft"):
+    """Verify a questioned signature against several references with a fitted pipeline.
+
+    Parameters
+    ----------
+    model : sklearn.pipeline.Pipeline
+        A fitted ``preprocess -> verifier`` pipeline (:func:`make_verifier`).
+    questioned : path or image
+    references : sequence of paths or images
+        Genuine signatures of the claimed writer.
+    voting : {"soft", "hard"}, default="soft"
+        Soft: genuine when the mean probability reaches the model's threshold. Hard: genuine when
+        a majority of the references accept it at that threshold.
+
+    Returns
+    -------
+    label : int
+        1 genuine, 0 forgery.
+    probability : float
+        Mean genuine probability (soft) or share of genuine votes (hard).
+    per_reference : ndarray of shape (k,)
+        Genuine probability against each reference: the evidence.
+    """
+    preprocess, verifier = model[:-1], model[-1]
+    row = np.empty((1, 1 + len(references)), dtype=object)
+    row[0] = [questioned, *references]
+    X = preprocess.transform(row)
+    # soft: the mean probability against the pair threshold; hard: a majority of the references' own decisions
+    threshold = getattr(verifier, "threshold", 0.5) if voting == "soft" else 0.5
+    voter = VotingVerifier(FrozenEstimator(verifier), voting=voting, threshold=threshold).fit(X, [1])
+    return int(voter.predict(X)[0]), float(voter.predict_proba(X)[0, 1]), voter.reference_probabilities(X)[0]
