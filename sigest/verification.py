@@ -306,6 +306,8 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         The fitted pair classifier.
     calibrator_ : LogisticRegression
         With ``voting="normalized"``: maps ``log(distance ratio)`` to the genuine probability.
+    n_references_ : int
+        References per row seen in ``fit``; ``voting="normalized"`` refuses another count.
     classes_ : ndarray of shape (2,)
     """
 
@@ -354,6 +356,7 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         y = np.asarray(y).astype(int)
         self.estimator_ = clone(self.estimator).fit(self._as_pairs(X), np.repeat(y, X.shape[1] - 1))
         self.classes_ = np.array([0, 1])
+        self.n_references_ = X.shape[1] - 1
         if self.voting == "normalized":
             if set(np.unique(y)) != {0, 1}:
                 raise ValueError("voting='normalized' calibrates on rows of both labels, 0 (forgery) and 1 (genuine)")
@@ -419,6 +422,10 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def predict_proba(self, X):
         """Combined probabilities of shape (n, 2): column 1 genuine (mean probability or vote share)."""
         if self.voting == "normalized":
+            X = self._check_rows(X)
+            if X.shape[1] - 1 != self.n_references_:
+                raise ValueError(f"voting='normalized' was calibrated with {self.n_references_} references per row, "
+                                 f"got {X.shape[1] - 1}: the distance ratio's scale depends on k")
             return self.calibrator_.predict_proba(self._log_ratio(X))
         per_reference = self.reference_probabilities(X)
         if self.voting == "hard":
