@@ -12,10 +12,9 @@ import argparse
 import numpy as np
 import torch
 
-from sigest.cache import cache_images, load_cache
+from sigest.cache import cache_images, cache_preprocessor, load_cache
 from sigest.embedder import SiameseEmbedder
 from sigest.persistence import save
-from sigest.preprocessing import PreprocessImage
 from sigest.training import fit_pair_head, verifier_pipeline
 
 
@@ -39,8 +38,7 @@ def main():
     valid = table[table["writer"].isin(run["valid_writers"])]
     images = cache_images(cache)
     verifier = fit_pair_head(net, valid, images, random_state=0)
-    params = cache.preprocessor["params"]
-    model = verifier_pipeline(PreprocessImage(**{**params, "size": tuple(params["size"]), "n_jobs": None}), verifier)
+    model = verifier_pipeline(cache_preprocessor(cache, n_jobs=None), verifier)
     info = {"train_writers": run["train_writers"], "valid_writers": run["valid_writers"],
             "recipe": {k: settings[k] for k in ("backbone", "dim", "attention", "size", "epochs", "patience", "lr",
                                                 "weight_decay", "margin", "mining", "loss", "p", "k_per_writer")},

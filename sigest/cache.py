@@ -17,7 +17,7 @@ from sklearn.utils import Bunch
 from ._files import atomic_path
 from .preprocessing import PreprocessImage
 
-__all__ = ["prepare_cache", "load_cache", "cache_images"]
+__all__ = ["prepare_cache", "load_cache", "cache_images", "cache_preprocessor"]
 
 _COLUMNS = ("path", "writer", "genuine", "dataset")
 
@@ -113,3 +113,18 @@ def cache_images(cache, index=None):
     """
     images = cache.images if index is None else cache.images[np.asarray(index)]
     return (images[:, None].astype(np.float32)) / 255.0
+
+
+def cache_preprocessor(cache, **overrides):
+    """The :class:`~sigest.preprocessing.PreprocessImage` that made a cache's images (to put in a model).
+
+    Parameters
+    ----------
+    cache : Bunch
+        As :func:`load_cache` returns.
+    **overrides
+        Parameters to change (``n_jobs=None``, say).
+    """
+    params = {**cache.preprocessor["params"], **overrides}
+    params["size"] = tuple(params["size"])
+    return PreprocessImage(**params)

@@ -58,11 +58,10 @@ def _read_data(sources, size=None):
     from .datasets import load_signatures
 
     if len(sources) == 1 and Path(sources[0]).suffix == ".npz":
-        from .cache import cache_images, load_cache
-        from .preprocessing import PreprocessImage
+        from .cache import cache_images, cache_preprocessor, load_cache
 
         cache = load_cache(sources[0])
-        preprocessor = PreprocessImage(**{**cache.preprocessor["params"], "size": tuple(cache.preprocessor["params"]["size"])})
+        preprocessor = cache_preprocessor(cache)
         if size is not None and tuple(size) != preprocessor.size:
             raise CommandError(f"{sources[0]} holds {preprocessor.size[0]}x{preprocessor.size[1]} images, "
                                f"not the {size[0]}x{size[1]} asked for with --size")
@@ -75,7 +74,8 @@ def _train(args, table, images=None, preprocessor=None):
 
     init = _load_model(args.init) if getattr(args, "init", None) else None
     return train_verifier(table, images=images, preprocessor=preprocessor, init=init, valid_writers=args.valid_size,
-                          size=tuple(args.size or DEFAULT_SIZE), backbone=args.backbone, max_epochs=args.epochs, device=args.device,
+                          size=tuple(args.size or DEFAULT_SIZE), backbone=args.backbone, max_epochs=args.epochs,
+                          device=args.device,
                           random_state=args.seed, progress=not args.quiet, lr=args.lr)
 
 
@@ -97,7 +97,8 @@ def cmd_prepare(args):
 
     check_output_file(args.out)
     table = load_signatures(args.data[0] if len(args.data) == 1 else args.data)
-    out = prepare_cache(table, args.out, preprocessor=PreprocessImage(tuple(args.size or DEFAULT_SIZE), n_jobs=args.jobs),
+    preprocessor = PreprocessImage(tuple(args.size or DEFAULT_SIZE), n_jobs=args.jobs)
+    out = prepare_cache(table, args.out, preprocessor=preprocessor,
                         progress=not args.quiet)
     print(f"preprocessed {len(table)} images of {table['writer'].nunique()} writers "
           f"({table.attrs['n_duplicates']} duplicate files dropped); saved {out} "

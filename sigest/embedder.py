@@ -236,8 +236,9 @@ class SiameseEmbedder(NeuralNet):
             try:
                 return super().fit_loop(X, y, epochs=epochs, **fit_params)
             except KeyboardInterrupt:
-                self.interrupted_ = not any(isinstance(callback, EarlyStopping) and callback.misses_ >= callback.patience
-                                            for _, callback in self.callbacks_)
+                self.interrupted_ = not any(
+                    isinstance(callback, EarlyStopping) and callback.misses_ >= callback.patience
+                    for _, callback in self.callbacks_)
                 raise
 
     def forward(self, X, training=False, device="cpu"):

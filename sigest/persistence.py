@@ -97,7 +97,8 @@ def save(model, path, *, info=None):
         "preprocess": {"class": type(preprocess).__name__, "params": preprocess_params},
         "network": _architecture(verifier.embedder_),
         "history": _plain_history(verifier.embedder_.history_),
-        "head": {"C": verifier.C, "threshold": float(verifier.threshold), "classes": [int(c) for c in verifier.classes_]},
+        "head": {"C": verifier.C, "threshold": float(verifier.threshold),
+                 "classes": [int(c) for c in verifier.classes_]},
         "info": info or {},
     }
     path = Path(path)
@@ -160,7 +161,8 @@ def load(path, *, device="auto"):
     embedder = SiameseEmbedder(device=device, **{f"module__{k}": (tuple(v) if k == "attention_stages" else v)
                                                  for k, v in network.items()})
     embedder.initialize()
-    state = {k[len("embedder."):]: torch.from_numpy(np.array(v)) for k, v in tensors.items() if k.startswith("embedder.")}
+    state = {k[len("embedder."):]: torch.from_numpy(np.array(v))
+             for k, v in tensors.items() if k.startswith("embedder.")}
     try:
         embedder.module_.load_state_dict(state)
     except RuntimeError as exc:

@@ -135,7 +135,8 @@ def train_siamese_model(table, *, images=None, size=(150, 220), valid_writers=0.
         callbacks.append(ProgressBar())
     if valid_writers is not None:
         train, valid = _split(train, valid_writers, random_state)
-        callbacks = [WriterEER(images[valid["_row"].to_numpy()], valid["writer"].to_numpy(), valid["genuine"].to_numpy()),
+        rows = valid["_row"].to_numpy()
+        callbacks = [WriterEER(images[rows], valid["writer"].to_numpy(), valid["genuine"].to_numpy()),
                      EarlyStopping(monitor="valid_eer", patience=patience, load_best=True,
                                    sink=print if progress else _silent),
                      *callbacks]

@@ -285,7 +285,8 @@ def check_writers(table, *, min_genuine=2, min_forged=0):
     counts["forged"] = counts["total"] - counts["genuine"]
     short = counts[(counts["genuine"] < min_genuine) | (counts["forged"] < min_forged)]
     if len(short):
-        names = ", ".join(f"{w} ({int(r.genuine)} genuine, {int(r.forged)} forged)" for w, r in short.head(10).iterrows())
+        names = ", ".join(f"{w} ({int(r.genuine)} genuine, {int(r.forged)} forged)"
+                          for w, r in short.head(10).iterrows())
         raise ValueError(f"{len(short)} writer(s) have fewer than {min_genuine} genuine signatures"
                          f"{f' or {min_forged} forgeries' if min_forged else ''}: {names}"
                          f"{' ...' if len(short) > 10 else ''}; remove them from the data")
