@@ -10,6 +10,7 @@ parses JSON and copies numbers; nothing is unpickled, so a planted payload canno
 joblib or pickle file runs code when loaded: load those only from a source you trust.
 """
 
+import inspect
 import json
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from skorch.history import History
 
 from ._files import atomic_path
 from .embedder import SiameseEmbedder
+from .nn import SiameseResNet
 from .preprocessing import PreprocessImage, TestPreprocessImage
 from .training import verifier_pipeline
 from .verification import LogisticSiameseRegression
@@ -47,8 +49,7 @@ def _versions():
 
 def _architecture(embedder):
     params = embedder.get_params()
-    defaults = {"backbone": "resnet_tiny", "embedding_dim": 128, "attention": "spatial", "attention_stages": [3, 4],
-                "in_channels": 1, "dropout": 0.0}
+    defaults = {name: p.default for name, p in inspect.signature(SiameseResNet).parameters.items()}
     out = {name: params.get(f"module__{name}", defaults[name]) for name in _ARCHITECTURE}
     out["attention_stages"] = [int(s) for s in out["attention_stages"]]
     return out

@@ -72,4 +72,6 @@ def perform_voting(model, questioned, references, *, voting="soft"):
     # soft: the mean probability against the pair threshold; hard: a majority of the references' own decisions
     threshold = getattr(verifier, "threshold", 0.5) if voting == "soft" else 0.5
     voter = VotingVerifier(FrozenEstimator(verifier), voting=voting, threshold=threshold).fit(X, [1])
-    return int(voter.predict(X)[0]), float(voter.predict_proba(X)[0, 1]), voter.reference_probabilities(X)[0]
+    per_reference = voter.reference_probabilities(X)
+    probability = float(voter.combine(per_reference)[0])
+    return int(probability >= threshold), probability, per_reference[0]

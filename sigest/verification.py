@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .embedder import SiameseEmbedder
 
-__all__ = ["LogisticSiameseRegression", "VotingVerifier", "pair_features", "pairs_to_targets"]
+__all__ = ["LogisticSiameseRegression", "VotingVerifier", "embed_distinct", "pair_features", "pairs_to_targets"]
 
 
 def pair_features(embeddings):
@@ -46,6 +46,29 @@ def _as_preprocessed(X, expected):
 
 def _image_keys(images):
     return [image.tobytes() for image in images]
+
+
+def embed_distinct(embed, images):
+    """``embed`` applied to each distinct image once, the result spread back to every row.
+
+    Parameters
+    ----------
+    embed : callable
+        Maps (m, 1, H, W) images to (m, d) embeddings.
+    images : ndarray of shape (n, 1, H, W)
+        May repeat images (a reference shared by several pairs, say).
+
+    Returns
+    -------
+    embeddings : ndarray of shape (n, d)
+    """
+    keys = _image_keys(images)
+    position, distinct = {}, []
+    for i, key in enumerate(keys):
+        if key not in position:
+            position[key] = len(distinct)
+            distinct.append(i)
+    return embed(images[distinct])[[position[key] for key in keys]]
 
 
 def pairs_to_targets(X, y):
@@ -236,7 +259,7 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
             else:
                 self.embedder_ = clone(embedder).fit(images, targets)
         self.classifier_ = LogisticRegression(C=self.C, max_iter=1000, random_state=self.random_state)
-        self.classifier_.fit(pair_features(self.embedder_.transform(X)), y)
+        self.classifier_.fit(pair_features(self._embed_pairs(X)), y)
         self.classes_ = self.classifier_.classes_
         self.input_shape_ = tuple(X.shape[2:])
         return self
@@ -246,6 +269,10 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         return self.embedder_.transform(X)
 
+    def _embed_pairs(self, X):
+        """(n_pairs, 2, 1, H, W) -> (n_pairs, 2, d), an image shared by several pairs embedded once."""
+        return embed_distinct(self.embedder_.transform, X.reshape(-1, *X.shape[2:])).reshape(len(X), 2, -1)
+
     def proba_from_embeddings(self, embeddings):
         """Genuine probability of embedded pairs: (n_pairs, 2, d) -> (n_pairs,)."""
         check_is_fitted(self)
@@ -253,7 +280,7 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
 
     def _features(self, X):
         check_is_fitted(self)
-        return pair_features(self.embed(self._check_pairs(X)))
+        return pair_features(self._embed_pairs(self._check_pairs(X)))
 
     def decision_function(self, X):
         """Log-odds that the questioned signature is genuine: (n_pairs, 2, 1, H, W) -> (n_pairs,)."""
@@ -379,15 +406,7 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def _embedded_rows(self, X):
         """Embeddings of the rows, (n, 1 + k, d), each distinct image embedded once."""
         n, m = X.shape[:2]
-        flat = X.reshape(n * m, *X.shape[2:])
-        keys = _image_keys(flat)
-        first = {}
-        for i, key in enumerate(keys):
-            first.setdefault(key, i)
-        unique = sorted(set(first.values()))
-        embedded = self.estimator_.embed(flat[unique])
-        position = {i: j for j, i in enumerate(unique)}
-        return embedded[[position[first[key]] for key in keys]].reshape(n, m, -1)
+        return embed_distinct(self.estimator_.embed, X.reshape(n * m, *X.shape[2:])).reshape(n, m, -1)
 
     def distance_ratio(self, X):
         """Mean questioned-to-reference distance over the references' mean mutual distance: (n,).
@@ -419,6 +438,18 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         """
         return (per_reference >= getattr(self.estimator_, "threshold", 0.5)).astype(int)
 
+    def combine(self, per_reference):
+        """Soft or hard vote over per-reference probabilities (n, k) -> genuine score (n,).
+
+        The mean probability (soft) or the share of references accepting it (hard); use it to
+        decide from probabilities already computed with :meth:`reference_probabilities`.
+        """
+        if self.voting == "normalized":
+            raise ValueError("voting='normalized' scores distances, not per-reference probabilities")
+        if self.voting == "hard":
+            return self.reference_votes(per_reference).mean(axis=1)
+        return per_reference.mean(axis=1)
+
     def predict_proba(self, X):
         """Combined probabilities of shape (n, 2): column 1 genuine (mean probability or vote share)."""
         if self.voting == "normalized":
@@ -427,11 +458,7 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                 raise ValueError(f"voting='normalized' was calibrated with {self.n_references_} references per row, "
                                  f"got {X.shape[1] - 1}: the distance ratio's scale depends on k")
             return self.calibrator_.predict_proba(self._log_ratio(X))
-        per_reference = self.reference_probabilities(X)
-        if self.voting == "hard":
-            score = self.reference_votes(per_reference).mean(axis=1)
-        else:
-            score = per_reference.mean(axis=1)
+        score = self.combine(self.reference_probabilities(X))
         return np.column_stack([1 - score, score])
 
     def predict(self, X):

@@ -312,3 +312,16 @@ def test_verifiers_declare_image_input_and_binary_targets():
         tags = estimator.__sklearn_tags__()
         assert tags.input_tags.two_d_array is False and tags.classifier_tags.multi_class is False
         assert tags.target_tags.required is True and tags.estimator_type == "classifier"
+
+
+def test_pair_classifier_embeds_a_shared_reference_once(pair_data):
+    data, _, X, y = pair_data
+    pre = PreprocessImage(size=SIZE)
+    clf = LogisticSiameseRegression(tiny_net(), random_state=0).fit(pre.transform(X), y)
+    pairs = pre.transform([[data.images[0], q] for q in data.images[1:6]])  # one reference, five questioned
+    expected = clf.proba_from_embeddings(np.stack([clf.embed(pairs[:, 0]), clf.embed(pairs[:, 1])], axis=1))
+    seen = []
+    original = clf.embedder_.transform
+    clf.embedder_.transform = lambda images: seen.append(len(images)) or original(images)
+    np.testing.assert_allclose(clf.predict_proba(pairs)[:, 1], expected, rtol=1e-5)
+    assert seen == [6]
