@@ -2,10 +2,10 @@
 
 Five genuine references of one writer are preprocessed and embedded once; then ``--n`` questioned
 images (read from disk, preprocessed, embedded, scored against the five references, soft vote) are
-verified in one call. Prints questioned signatures per second (median of 3 runs), with the
-preprocessing's share of the time, and the model file's size.
+verified in one call. Prints questioned signatures per second (median of ``--repeats`` runs), with
+the preprocessing's share of the time, and the model file's size.
 
-Usage: python benchmarks/verify_speed.py [DATA_FOLDER] [--model sigest-base] [--n 200] [--jobs 1]
+Usage: python benchmarks/verify_speed.py [DATA_FOLDER] [--model sigest-base] [--n 200] [--jobs 2] [--repeats 7]
 """
 
 import argparse
@@ -28,7 +28,8 @@ def main():
     parser.add_argument("data", nargs="?", default=str(DEFAULT_DATA))
     parser.add_argument("--model", default="sigest-base")
     parser.add_argument("--n", type=int, default=200)
-    parser.add_argument("--jobs", type=int, default=1, help="preprocessing workers (joblib)")
+    parser.add_argument("--jobs", type=int, default=2, help="preprocessing threads (joblib; -1: all cores)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs; the median is printed")
     args = parser.parse_args()
     model = sigest.pretrained(args.model) if args.model in sigest.list_pretrained() else sigest.load(args.model)
     preprocess, verifier = model[0].set_params(n_jobs=args.jobs), model[-1]
@@ -48,12 +49,12 @@ def main():
         return middle - started, time.perf_counter() - started, scores
 
     verify()  # warm-up
-    runs = [verify()[:2] for _ in range(3)]
+    runs = [verify()[:2] for _ in range(args.repeats)]
     pre_s, total_s = np.median([r[0] for r in runs]), np.median([r[1] for r in runs])
     size = (weights_path(args.model) if args.model in sigest.list_pretrained() else Path(args.model)).stat().st_size
     print(f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, preprocessing jobs {args.jobs}, "
           f"input {preprocess.size[0]}x{preprocess.size[1]}, {args.n} questioned vs 5 cached references")
-    print(f"{args.n / total_s:.1f} questioned/s end to end (median of 3); preprocessing {100 * pre_s / total_s:.0f} % "
+    print(f"{args.n / total_s:.1f} questioned/s end to end (median of {args.repeats}); preprocessing {100 * pre_s / total_s:.0f} % "
           f"of the time ({args.n / pre_s:.1f} images/s alone); model file {size / 1e6:.2f} MB")
 
 

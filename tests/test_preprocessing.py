@@ -34,6 +34,28 @@ def test_remove_specks_keeps_large_components():
     assert not out[2, 2] and out[10:15, 5:15].all()
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (9, 1), (2, 3), (37, 53)])
+def test_fast_steps_equal_their_reference_definitions(shape):
+    """The fast median, histogram, speck removal and ink test give exactly the textbook results."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(sum(shape))
+    for _ in range(5):
+        image = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        np.testing.assert_array_equal(F.median_denoise(image), ndimage.median_filter(image, 3, mode="nearest"))
+        np.testing.assert_array_equal(F.gray_histogram(image), np.bincount(image.ravel(), minlength=256))
+        mask = rng.random(shape) < 0.3
+        labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        for min_size in (2, 4, 9):
+            expected = mask & (sizes >= min_size)[labels]
+            np.testing.assert_array_equal(F.remove_specks(mask, min_size), expected)
+        if mask.any() and not mask.all():
+            paper, ink = float(np.median(image[~mask])), float(image[mask].mean())
+            for contrast in (paper - ink - 0.25, paper - ink + 0.25):
+                assert F.has_ink(image, mask, contrast) == (paper - ink >= contrast)
+
+
 def test_crop_pad_resize_shapes(ink_page):
     mask = F.ink_mask(ink_page, 100)
     crop = F.crop_to_mask(ink_page, mask)
@@ -149,6 +171,12 @@ def test_image_modes(tmp_path, ink_page):
     assert gray[0, 0] == 255 and gray[28, 60] == 30
     palette = Image.fromarray(ink_page).convert("P")
     np.testing.assert_array_equal(read_grayscale(palette), expected)
+    for palette_image in (Image.fromarray(ink_page, "L").convert("P", palette=Image.Palette.ADAPTIVE, colors=8),
+                          Image.fromarray(ink_page, "P")):  # a colour palette, and the gray ramp
+        if palette_image.getpalette() is None:
+            palette_image.putpalette([v for level in range(256) for v in (level, level, level)])
+        path = palette_image.save(tmp_path / "palette.tif") or tmp_path / "palette.tif"
+        np.testing.assert_array_equal(read_grayscale(path), np.asarray(palette_image.convert("L")))
     sixteen = Image.fromarray(ink_page.astype(np.uint16) * 257)
     np.testing.assert_array_equal(read_grayscale(sixteen), expected)
     cmyk = Image.fromarray(ink_page).convert("CMYK")
@@ -164,6 +192,8 @@ def test_exif_orientation_is_applied(tmp_path, ink_page):
     path = tmp_path / "rotated.jpg"
     image.save(path, exif=exif, quality=95)
     assert read_grayscale(path).shape == ink_page.shape[::-1]
+    with Image.open(path) as opened:  # a caller's own image is turned on a copy, never in place
+        assert read_grayscale(opened).shape == ink_page.shape[::-1] and opened.size == ink_page.shape[::-1]
 
 
 def test_input_files_are_never_written(tmp_path, small_signatures):

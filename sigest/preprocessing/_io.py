@@ -1,5 +1,6 @@
 """Reading one signature image, from a file, a PIL image or an array, into an 8-bit grayscale array."""
 
+import io
 import os
 from pathlib import Path
 
@@ -26,19 +27,30 @@ def _describe(source):
     return f"array of shape {np.shape(source)}"
 
 
-def _flatten_to_gray(image):
-    """Grayscale uint8 array of a PIL image; transparency is paper (white), not ink."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+_GRAY_RAMP = [level for level in range(256) for _ in "RGB"]
+
+
+def _flatten_to_gray(image, owned=False):
+    """Grayscale uint8 array of a PIL image; transparency is paper (white), not ink.
+
+    ``owned``: the image was opened here, so EXIF orientation may be applied in place.
+    """
+    if owned:
+        ImageOps.exif_transpose(image, in_place=True)
+    else:
+        image = ImageOps.exif_transpose(image)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         paper = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(paper, image.convert("RGBA"))
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         return _to_uint8(np.asarray(image))
-    if image.mode == "1":
+    if image.mode == "P" and image.getpalette("RGB") == _GRAY_RAMP:
+        return np.asarray(image, dtype=np.uint8)  # palette index i is gray level i
+    if image.mode != "L":
         image = image.convert("L")
-    return np.asarray(image.convert("L"), dtype=np.uint8)
+    return np.asarray(image, dtype=np.uint8)
 
 
 def _to_uint8(array):
@@ -93,13 +105,13 @@ def read_grayscale(source):
                 raise FileNotFoundError(f"image file not found: {path}")
             if path.stat().st_size == 0:
                 raise ImageReadError(f"{path}: the file is empty (0 bytes)")
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(path.read_bytes())) as image:  # faster than PIL's own file reads
                 factor = -(-max(image.size) // MAX_SIDE)
                 if factor > 1:
                     image.draft("L", (image.size[0] // factor, image.size[1] // factor))
                 image.load()
                 factor = -(-max(image.size) // MAX_SIDE)
-                return _flatten_to_gray(image.reduce(factor) if factor > 1 else image)
+                return _flatten_to_gray(image.reduce(factor) if factor > 1 else image, owned=True)
         if isinstance(source, Image.Image):
             return _flatten_to_gray(source)
         array = np.asarray(source)

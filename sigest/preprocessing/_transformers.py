@@ -92,7 +92,8 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
     invert : bool, default=True
         Ink bright (1.0) on a dark (0.0) background, as networks expect.
     n_jobs : int or None, default=None
-        Parallel workers (joblib); None means 1, -1 all cores.
+        Parallel workers (joblib, threads by default: decoding and the array work release the
+        GIL); None means 1, -1 all cores.
 
     Attributes
     ----------
@@ -197,8 +198,8 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
         if self.n_jobs in (None, 1) or len(items) < 16:
             out = [self._preprocess_at(i, item, shape) for i, item in enumerate(items)]
         else:
-            out = Parallel(n_jobs=self.n_jobs)(delayed(self._preprocess_at)(i, item, shape)
-                                               for i, item in enumerate(items))
+            out = Parallel(n_jobs=self.n_jobs, prefer="threads")(delayed(self._preprocess_at)(i, item, shape)
+                                                                 for i, item in enumerate(items))
         return np.stack(out).reshape(*shape, 1, *self.size)
 
     def _preprocess_at(self, index, item, shape):
@@ -217,16 +218,19 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
         """Preprocess one image: float32 array of shape (height, width)."""
         gray = read_grayscale(item)
         gray = F.median_denoise(gray, self.denoise)
-        threshold = F.otsu_threshold(gray) if self.threshold == "otsu" else self.threshold
-        gray = self._normalise_pose(gray, threshold)
+        histogram = F.gray_histogram(gray)
+        threshold = F.otsu_threshold(gray, histogram) if self.threshold == "otsu" else self.threshold
+        posed = self._normalise_pose(gray, threshold)
+        if posed is not gray:
+            gray, histogram = posed, F.gray_histogram(posed)
         mask = F.remove_specks(F.ink_mask(gray, threshold), self.min_speck_size)
-        if not F.has_ink(gray, mask):
+        if not F.has_ink(gray, mask, histogram=histogram):
             name = item if isinstance(item, (str, os.PathLike)) else "image"
             raise ImageReadError(f"{name}: no ink found (blank or uniform image)")
+        if self.crop:
+            gray, mask = F.crop_to_mask(gray, mask), F.crop_to_mask(mask, mask)
         if self.remove_background:
             gray = F.remove_background(gray, mask)
-        if self.crop:
-            gray = F.crop_to_mask(gray, mask)
         if self.keep_aspect:
             gray = F.pad_to_aspect(gray, self.size[1] / self.size[0])
         return F.to_float(F.resize(gray, self.size), invert=self.invert)

@@ -10,6 +10,7 @@ from scipy import ndimage
 
 __all__ = [
     "median_denoise",
+    "gray_histogram",
     "otsu_threshold",
     "ink_mask",
     "remove_specks",
@@ -24,34 +25,48 @@ __all__ = [
 ]
 
 
-# Devillard's optimal 19-exchange sorting network for the median of 9 values.
-_MEDIAN9_NETWORK = (
-    (1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3),
-    (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2),
-)
+def _sort3(a, b, c):
+    """Element-wise sort of three arrays: (low, middle, high)."""
+    low, high = np.minimum(a, b), np.maximum(a, b)
+    middle, high = np.minimum(high, c), np.maximum(high, c)
+    return np.minimum(low, middle), np.maximum(low, middle), high
+
+
+def _median3(a, b, c):
+    """Element-wise median of three arrays."""
+    return np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
 
 
 def median_denoise(image, size=3):
     """Median filter of odd window ``size`` (pixels) against salt-and-pepper scanner noise.
 
-    Edges repeat the border pixel. The 3x3 window, the default, runs as a sorting network on
-    shifted views (several times faster than a generic rank filter).
+    Edges repeat the border pixel. The 3x3 window, the default, sorts each column's three pixels
+    once, then takes the median of (largest low, median middle, smallest high) over the three
+    columns of a window: exactly the 9-pixel median, several times faster than a rank filter.
     """
     if size <= 1:
         return image
     if size != 3:
         return ndimage.median_filter(image, size=int(size) | 1, mode="nearest")
     padded = np.pad(image, 1, mode="edge")
-    height, width = image.shape
-    v = [padded[i : i + height, j : j + width] for i in range(3) for j in range(3)]
-    for a, b in _MEDIAN9_NETWORK:
-        v[a], v[b] = np.minimum(v[a], v[b]), np.maximum(v[a], v[b])
-    return v[4]
+    low, middle, high = _sort3(padded[:-2], padded[1:-1], padded[2:])
+    left, centre, right = np.s_[:, :-2], np.s_[:, 1:-1], np.s_[:, 2:]
+    largest_low = np.maximum(np.maximum(low[left], low[centre]), low[right])
+    smallest_high = np.minimum(np.minimum(high[left], high[centre]), high[right])
+    return _median3(largest_low, _median3(middle[left], middle[centre], middle[right]), smallest_high)
 
 
-def otsu_threshold(image):
-    """Otsu's threshold of a uint8 image: the gray level (0-255) that best splits ink from paper."""
-    hist = np.bincount(image.ravel(), minlength=256).astype(np.float64)
+def gray_histogram(image):
+    """Pixel count of each gray level of a uint8 image: int64 array of shape (256,)."""
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).histogram(), dtype=np.int64)
+
+
+def otsu_threshold(image, histogram=None):
+    """Otsu's threshold of a uint8 image: the gray level (0-255) that best splits ink from paper.
+
+    ``histogram``, if given, is ``gray_histogram(image)`` computed already.
+    """
+    hist = (gray_histogram(image) if histogram is None else histogram).astype(np.float64)
     weight = np.cumsum(hist)
     total = weight[-1]
     mean = np.cumsum(hist * np.arange(256))
@@ -68,21 +83,45 @@ def ink_mask(image, threshold):
 
 
 def remove_specks(mask, min_size):
-    """Drop connected ink components smaller than ``min_size`` pixels (dust, scanner specks)."""
-    if min_size <= 1 or not mask.any():
+    """Drop connected ink components smaller than ``min_size`` pixels (dust, scanner specks).
+
+    Components are 8-connected; they are labelled inside the ink's bounding box only.
+    """
+    if min_size <= 1:
         return mask
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    keep = sizes >= min_size
-    keep[0] = False
-    return keep[labels]
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return mask
+    box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    labels, n = ndimage.label(mask[box], structure=np.ones((3, 3), dtype=bool))
+    ink_labels = labels[mask[box]]
+    small = np.bincount(ink_labels, minlength=n + 1) < min_size
+    if not small[1:].any():
+        return mask
+    out = mask.copy()
+    out[box][mask[box]] = ~small[ink_labels]
+    return out
 
 
-def has_ink(image, mask, min_contrast=20):
-    """True if ``mask`` marks ink that is at least ``min_contrast`` gray levels darker than paper."""
+def _histogram_median(hist):
+    """Median of the values a histogram counts, as :func:`numpy.median` gives it (float)."""
+    cumulative = np.cumsum(hist)
+    n = cumulative[-1]
+    low, high = np.searchsorted(cumulative, [(n - 1) // 2, n // 2], side="right")
+    return (low + high) / 2
+
+
+def has_ink(image, mask, min_contrast=20, histogram=None):
+    """True if ``mask`` marks ink that is at least ``min_contrast`` gray levels darker than paper.
+
+    Paper is the median gray level off the mask, ink the mean on it. ``histogram``, if given, is
+    ``gray_histogram(image)`` computed already.
+    """
     if not mask.any() or mask.all():
         return False
-    return float(np.median(image[~mask])) - float(image[mask].mean()) >= min_contrast
+    ink = image[mask]
+    paper = (gray_histogram(image) if histogram is None else histogram) - np.bincount(ink, minlength=256)
+    return float(_histogram_median(paper)) - float(ink.mean()) >= min_contrast
 
 
 def remove_background(image, mask):
