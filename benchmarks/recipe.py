@@ -155,7 +155,16 @@ def run(cache, args, fold, seed):
     best = int(np.nanargmin(net.history[:, "valid_eer"])) + 1
     E = np.zeros((len(table), args.dim), np.float32)
     wanted = np.concatenate([valid["row"].to_numpy(), test["row"].to_numpy()])
+    if args.save_embeddings:
+        wanted = np.concatenate([wanted, train["row"].to_numpy()])
     E[wanted] = net.transform(images[wanted])
+    if args.save_embeddings:
+        role = np.full(len(table), "", dtype=object)
+        for name, part in (("train", train), ("valid", valid), ("test", test)):
+            role[part["row"].to_numpy()] = name
+        np.savez_compressed(args.save_embeddings.format(fold=fold, seed=seed), embeddings=E,
+                            writer=table["writer"].to_numpy().astype(str), genuine=table["genuine"].to_numpy(),
+                            dataset=table["dataset"].to_numpy().astype(str), role=role.astype(str))
     rng = np.random.RandomState(seed)
     valid_votes = reference_scores(E, valid, args.k, rng)
     if args.save:
@@ -203,6 +212,9 @@ def main():
     parser.add_argument("--tag", default="")
     parser.add_argument("--out")
     parser.add_argument("--save", help="write the trained network's weights and the run's settings (torch.save)")
+    parser.add_argument("--save-embeddings", metavar="FILE.npz",
+                        help="write every image's embedding, writer, data set and role (train/valid/test) for "
+                             "benchmarks/scoring.py; {fold} and {seed} in the name are filled in")
     args = parser.parse_args()
     cache = load_cache(args.cache)
     rows = []

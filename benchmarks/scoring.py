@@ -1,0 +1,140 @@
+"""Compare ways of scoring a questioned signature against k references, on saved embeddings.
+
+Reads the files ``benchmarks/recipe.py --save-embeddings`` writes (one per writer fold and seed:
+every image's embedding, writer, data set and role). For each test writer, ``k`` genuine
+signatures are drawn as references; the questioned signatures are the writer's other genuine
+ones, its skilled forgeries and as many genuine signatures of other test writers (random
+forgeries). Each scoring rule turns (questioned, references) into one number, higher = more
+genuine:
+
+- ``raw``: minus the mean distance to the references;
+- ``nearest``: minus the distance to the closest reference;
+- ``ratio``: ``raw`` divided by the references' mean mutual distance (sigest's ``normalized`` voting);
+- ``znorm``: the mean distance standardised by the mean and spread of the references' mutual distances;
+- ``cohort``: symmetric score normalisation (s-norm) against a cohort of the training writers'
+  genuine signatures: the mean distance standardised by the distances of the references and of
+  the questioned signature to their ``--top`` closest cohort signatures;
+- ``wd_logistic``: a writer-dependent logistic regression per writer, the k references against the
+  cohort as negatives (the writer-dependent classifiers of SigNet, on the learned embedding).
+
+Per rule and test data set: EER on genuine vs skilled forgeries with one global threshold, and the
+accuracy at the threshold chosen on the validation writers (scored the same way) beside the
+accuracy at the test-oracle threshold. Means over files and reference draws.
+
+Usage: python benchmarks/scoring.py RUN_EMBEDDINGS.npz [...] [--k 5] [--draws 5] [--top 100]
+"""
+
+import argparse
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+
+from sigest.metrics import equal_error_rate
+
+RULES = ("raw", "nearest", "ratio", "znorm", "cohort", "wd_logistic")
+
+
+def _mutual(R):
+    """Distances between every two of the references R (k, d): array of shape (k * (k - 1) / 2,)."""
+    i, j = np.triu_indices(len(R), 1)
+    return np.linalg.norm(R[i] - R[j], axis=1)
+
+
+def _cohort_stats(X, cohort, top):
+    """Mean and spread of each row of X's distances to its ``top`` closest cohort embeddings."""
+    d = np.linalg.norm(X[:, None] - cohort[None], axis=2)
+    closest = np.sort(d, axis=1)[:, :top]
+    return closest.mean(axis=1), closest.std(axis=1) + 1e-6
+
+
+def score_writer(R, Q, cohort, top):
+    """Scores of the questioned embeddings Q (n, d) against references R (k, d), one column per rule."""
+    D = np.linalg.norm(Q[:, None] - R[None], axis=2)  # (n, k)
+    mean = D.mean(axis=1)
+    mutual = _mutual(R)
+    ref_mu, ref_sd = _cohort_stats(R, cohort, top)
+    q_mu, q_sd = _cohort_stats(Q, cohort, top)
+    s_norm = 0.5 * ((mean - ref_mu.mean()) / ref_sd.mean() + (mean - q_mu) / q_sd)
+    wd = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000)
+    wd.fit(np.vstack([R, cohort]), np.r_[np.ones(len(R)), np.zeros(len(cohort))])
+    return {
+        "raw": -mean,
+        "nearest": -D.min(axis=1),
+        "ratio": -mean / mutual.mean(),
+        "znorm": -(mean - mutual.mean()) / (mutual.std() + 1e-6),
+        "cohort": -s_norm,
+        "wd_logistic": wd.decision_function(Q),
+    }
+
+
+def score_role(data, role, k, rng, top, cohort_size):
+    """One row per questioned signature of the writers in ``role``: writer, kind and every rule's score."""
+    E, writer, genuine = data["embeddings"], data["writer"], data["genuine"]
+    train = np.flatnonzero((data["role"] == "train") & genuine)
+    cohort = E[rng.choice(train, size=min(cohort_size, len(train)), replace=False)]
+    rows = []
+    members = np.flatnonzero(data["role"] == role)
+    for w in np.unique(writer[members]):
+        own = members[writer[members] == w]
+        g = rng.permutation(own[genuine[own]])
+        if len(g) <= k:
+            continue
+        refs, others = g[:k], g[k:]
+        skilled = own[~genuine[own]]
+        pool = members[(writer[members] != w) & genuine[members]]
+        randoms = rng.choice(pool, size=min(len(others), len(pool)), replace=False)
+        questioned = np.concatenate([others, skilled, randoms])
+        kinds = ["genuine"] * len(others) + ["skilled"] * len(skilled) + ["random"] * len(randoms)
+        scores = score_writer(E[refs], E[questioned], cohort, top)
+        rows.append(pd.DataFrame({"writer": w, "dataset": data["dataset"][questioned], "kind": kinds, **scores}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def accuracy(scores, kinds, threshold):
+    """Accuracy on genuine vs skilled forgeries when genuine means score >= threshold."""
+    mask = kinds != "random"
+    return float(np.mean((scores[mask] >= threshold) == (kinds[mask] == "genuine")))
+
+
+def evaluate(test, valid):
+    """Per test data set and rule: EER, honest and oracle accuracy."""
+    out = []
+    vmask = valid["kind"].to_numpy() != "random"
+    for dataset, group in test.groupby("dataset"):
+        kinds = group["kind"].to_numpy()
+        mask = kinds != "random"
+        for rule in RULES:
+            scores = group[rule].to_numpy()
+            eer, oracle = equal_error_rate(kinds[mask] == "genuine", scores[mask])
+            chosen = equal_error_rate(valid["kind"].to_numpy()[vmask] == "genuine", valid[rule].to_numpy()[vmask])[1]
+            out.append({"test": dataset, "rule": rule, "EER": eer, "acc": accuracy(scores, kinds, chosen),
+                        "acc_oracle": accuracy(scores, kinds, oracle)})
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="+")
+    parser.add_argument("--k", type=int, default=5, help="references per writer")
+    parser.add_argument("--draws", type=int, default=5, help="random draws of the references per file")
+    parser.add_argument("--top", type=int, default=100, help="closest cohort signatures used by s-norm")
+    parser.add_argument("--cohort", type=int, default=1000, help="training signatures in the cohort")
+    args = parser.parse_args()
+    rows = []
+    for path in args.files:
+        data = dict(np.load(path, allow_pickle=False))
+        for draw in range(args.draws):
+            rng = np.random.RandomState(draw)
+            valid = score_role(data, "valid", args.k, rng, args.top, args.cohort)
+            test = score_role(data, "test", args.k, rng, args.top, args.cohort)
+            rows += [{"file": path, "draw": draw, **r} for r in evaluate(test, valid)]
+    frame = pd.DataFrame(rows)
+    per_file = frame.groupby(["test", "rule", "file"])[["EER", "acc", "acc_oracle"]].mean()
+    summary = per_file.groupby(["test", "rule"]).agg(["mean", "std"]) * 100
+    print(f"k={args.k}, {len(args.files)} files x {args.draws} reference draws; % (mean and sd over files)")
+    print(summary.round(1).to_string())
+
+
+if __name__ == "__main__":
+    main()
