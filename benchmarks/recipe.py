@@ -138,6 +138,8 @@ def run(cache, args, fold, seed):
     if args.loss == "proxy_anchor":
         loss = {"criterion": ProxyAnchorLoss, "criterion__num_writers": train["writer"].nunique(),
                 "criterion__embedding_dim": args.dim, "optimizer__param_groups": [("*proxies", {"lr": 100 * args.lr})]}
+    elif args.loss == "supcon":
+        loss = {"criterion": "supcon", "criterion__temperature": args.temperature}
     else:
         loss = {"criterion__margin": args.margin, "criterion__mining": args.mining}
     net = SiameseEmbedder(
@@ -203,7 +205,8 @@ def main():
     parser.add_argument("--augment", action="store_true")
     parser.add_argument("--margin", type=float, default=0.2)
     parser.add_argument("--mining", default="batch_hard")
-    parser.add_argument("--loss", choices=["triplet", "proxy_anchor"], default="triplet")
+    parser.add_argument("--loss", choices=["triplet", "supcon", "proxy_anchor"], default="triplet")
+    parser.add_argument("--temperature", type=float, default=0.1, help="supcon's softmax temperature")
     parser.add_argument("--p", type=int, default=32)
     parser.add_argument("--k-per-writer", type=int, default=8)
     parser.add_argument("--k", type=int, default=5, help="references per writer")

@@ -10,6 +10,8 @@ genuine:
 - ``raw``: minus the mean distance to the references;
 - ``nearest``: minus the distance to the closest reference;
 - ``ratio``: ``raw`` divided by the references' mean mutual distance (sigest's ``normalized`` voting);
+- ``nearest_ratio``: ``nearest`` divided by the same;
+- ``centroid_ratio``: minus the distance to the references' centroid over their mean distance to it;
 - ``znorm``: the mean distance standardised by the mean and spread of the references' mutual distances;
 - ``cohort``: symmetric score normalisation (s-norm) against a cohort of the training writers'
   genuine signatures: the mean distance standardised by the distances of the references and of
@@ -32,7 +34,7 @@ from sklearn.linear_model import LogisticRegression
 
 from sigest.metrics import equal_error_rate
 
-RULES = ("raw", "nearest", "ratio", "znorm", "cohort", "wd_logistic")
+RULES = ("raw", "nearest", "ratio", "nearest_ratio", "centroid_ratio", "znorm", "cohort", "wd_logistic")
 
 
 def _mutual(R):
@@ -53,6 +55,7 @@ def score_writer(R, Q, cohort, top):
     D = np.linalg.norm(Q[:, None] - R[None], axis=2)  # (n, k)
     mean = D.mean(axis=1)
     mutual = _mutual(R)
+    centre = R.mean(axis=0)
     ref_mu, ref_sd = _cohort_stats(R, cohort, top)
     q_mu, q_sd = _cohort_stats(Q, cohort, top)
     s_norm = 0.5 * ((mean - ref_mu.mean()) / ref_sd.mean() + (mean - q_mu) / q_sd)
@@ -62,6 +65,8 @@ def score_writer(R, Q, cohort, top):
         "raw": -mean,
         "nearest": -D.min(axis=1),
         "ratio": -mean / mutual.mean(),
+        "nearest_ratio": -D.min(axis=1) / mutual.mean(),
+        "centroid_ratio": -np.linalg.norm(Q - centre, axis=1) / np.linalg.norm(R - centre, axis=1).mean(),
         "znorm": -(mean - mutual.mean()) / (mutual.std() + 1e-6),
         "cohort": -s_norm,
         "wd_logistic": wd.decision_function(Q),

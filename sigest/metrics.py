@@ -80,12 +80,14 @@ def equal_error_rate(y_true, scores):
     eer : float
         Mean of FAR and FRR at the ROC point where they are closest.
     threshold : float
-        The score threshold at that point.
+        The score threshold at that point (genuine when ``score >= threshold``), on the scores' own
+        scale; where the point is "reject everything", the highest score.
     """
     fpr, tpr, thresholds = roc_curve(y_true, scores, drop_intermediate=False)
     fnr = 1 - tpr
     i = int(np.nanargmin(np.abs(fnr - fpr)))
-    return float((fpr[i] + fnr[i]) / 2), float(min(thresholds[i], 1.0))
+    threshold = thresholds[i] if np.isfinite(thresholds[i]) else np.max(scores)
+    return float((fpr[i] + fnr[i]) / 2), float(threshold)
 
 
 def per_writer_eer(y_true, scores, writers):

@@ -26,6 +26,12 @@ def test_far_frr_and_eer_on_known_scores():
     assert eer == pytest.approx(0.25)
     assert far_frr(genuine, forged, threshold) == (0.25, 0.25)
     assert equal_error_rate(y, np.r_[genuine + 1, forged])[0] == 0.0
+    # the threshold is on the scores' own scale, not clipped to a probability's [0, 1]
+    for scale in (10.0, -3.0):
+        scores = (np.r_[genuine, forged] + 1) * scale if scale > 0 else -np.r_[forged, genuine] * abs(scale)
+        eer, threshold = equal_error_rate(y, scores)
+        assert eer == pytest.approx(0.25)
+        assert far_frr(scores[:4], scores[4:], threshold) == (0.25, 0.25)
     assert roc_auc(y, np.r_[genuine, forged]) == pytest.approx(14 / 16)
 
 

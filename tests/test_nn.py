@@ -6,8 +6,10 @@ from torch import nn
 from sigest.nn import (
     SiameseResNet,
     SpatialAttention,
+    SupConLoss,
     TripletLoss,
     get_backbone,
+    get_loss,
     identity_labels,
     list_attention,
     list_backbones,
@@ -88,6 +90,27 @@ def test_batch_hard_mining_picks_hardest_and_treats_forgeries_as_negatives():
     assert n[row].item() == 3  # the closest negative is writer 0's skilled forgery
     assert TripletLoss()(e, labels, (a, p, n)).item() > 0
     assert identity_labels(writers, genuine, offset=10).tolist() == [0, 0, 0, 10, 1, 1]
+
+
+def test_supcon_loss_prefers_tight_writers_and_anchors_only_genuine():
+    loss = get_loss("supcon", temperature=0.1)
+    assert isinstance(loss, SupConLoss)
+    writers = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1])
+    genuine = torch.tensor([True, True, True, False, False, True, True, True])
+    labels = identity_labels(writers, genuine)
+    tight = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.05], [1.0, -0.05], [0.0, 1.0], [0.0, 1.0],
+                                      [-1.0, 0.0], [-1.0, 0.05], [-1.0, -0.05]]), dim=1)
+    loose = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, -1.0], [1.0, 0.05], [1.0, -0.05],
+                                      [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]]), dim=1)
+    a1, p, a2, n = loss.mine(tight, labels, anchors=genuine)
+    assert genuine[a1].all() and genuine[a2].all()  # the two forgeries (one class) pull on nothing
+    assert set(n[a2 == 0].tolist()) == {3, 4, 5, 6, 7}  # writer 0's forgeries are among its negatives
+    assert loss(tight, labels, (a1, p, a2, n)) < loss(loose, labels, loss.mine(loose, labels, anchors=genuine))
+    e = tight.clone().requires_grad_()
+    lonely = identity_labels(torch.arange(8), torch.ones(8, dtype=torch.bool))  # nobody has a positive
+    out = loss(e, lonely, loss.mine(e, lonely))
+    out.backward()
+    assert out.item() == 0.0 and e.grad is not None
 
 
 def test_registry_and_entry_points(monkeypatch):

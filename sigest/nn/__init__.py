@@ -3,7 +3,7 @@
 from .attention import SpatialAttention
 from .augment import SignatureAugment
 from .backbones import Backbone, resnet_tiny
-from .losses import ProxyAnchorLoss, TripletLoss, identity_labels
+from .losses import ProxyAnchorLoss, SupConLoss, TripletLoss, identity_labels
 from .registry import (
     get_attention,
     get_backbone,
@@ -20,6 +20,7 @@ from .siamese import SiameseResNet
 __all__ = [
     "Backbone",
     "ProxyAnchorLoss",
+    "SupConLoss",
     "SiameseResNet",
     "SignatureAugment",
     "SpatialAttention",

@@ -1,12 +1,13 @@
-"""Triplet loss on explicit triplets or on triplets mined inside a batch."""
+"""Metric-learning losses in pytorch-metric-learning's convention: triplet, supervised contrastive, Proxy-Anchor."""
 
 import torch
 from pytorch_metric_learning import distances, losses, miners, reducers
+from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import nn
 
 from .registry import register_loss
 
-__all__ = ["TripletLoss", "ProxyAnchorLoss", "identity_labels"]
+__all__ = ["TripletLoss", "SupConLoss", "ProxyAnchorLoss", "identity_labels"]
 
 
 def identity_labels(writers, genuine, offset=None):
@@ -88,6 +89,50 @@ class TripletLoss(nn.Module):
                 raise ValueError("give labels to mine triplets from, or the triplets as indices_tuple")
             indices_tuple = self.mine(embeddings, labels)
         if indices_tuple[0].numel() == 0:
+            return embeddings.sum() * 0.0
+        return self.loss(embeddings, labels, indices_tuple)
+
+
+@register_loss("supcon")
+class SupConLoss(nn.Module):
+    """Supervised contrastive loss (Khosla et al., 2020) over every pair of a batch.
+
+    Each anchor's positives (same label) are pulled towards it against all of the batch's
+    negatives at once, by a softmax over cosine similarities at ``temperature``; unlike batch-hard
+    triplets, no single hardest pair decides the gradient and the loss does not reach zero once a
+    margin is met. With :func:`identity_labels`, a writer's skilled forgeries are negatives for
+    the writer's genuine anchors; :meth:`mine` with ``anchors`` keeps only genuine anchors, so
+    forgeries of one writer by different forgers are never pulled together.
+
+    Parameters
+    ----------
+    temperature : float, default=0.1
+        Softmax temperature; smaller is sharper.
+
+    Shape
+    -----
+    - ``forward(embeddings, labels, indices_tuple=None)``: (N, D), (N,), optionally four (T,)
+      index tensors ``(anchor, positive, anchor, negative)`` of pairs -> scalar (zero, with a
+      gradient, when no anchor has a positive).
+    - ``mine(embeddings, labels, anchors=None)``: (N, D), (N,), (N,) bool -> the pairs.
+    """
+
+    def __init__(self, temperature=0.1):
+        super().__init__()
+        self.temperature = temperature
+        self.loss = losses.SupConLoss(temperature=temperature)
+
+    def mine(self, embeddings, labels, anchors=None):
+        """Every positive and negative pair of the batch; with ``anchors`` (bool mask), anchored there only."""
+        a1, p, a2, n = lmu.get_all_pairs_indices(labels)
+        if anchors is None:
+            return a1, p, a2, n
+        return a1[anchors[a1]], p[anchors[a1]], a2[anchors[a2]], n[anchors[a2]]
+
+    def forward(self, embeddings, labels=None, indices_tuple=None):
+        if labels is None:
+            raise ValueError("SupConLoss needs labels")
+        if indices_tuple is not None and indices_tuple[0].numel() == 0:
             return embeddings.sum() * 0.0
         return self.loss(embeddings, labels, indices_tuple)
 
