@@ -1,8 +1,8 @@
 """Build the shipped ``sigest-base`` model file from a network trained by ``recipe.py --folds -1 --save``.
 
-The network was trained on every writer of the cache but its validation writers; here the pair head
-and the threshold are fitted on those validation writers (never trained on), and the pipeline is
-written in the safe format::
+The network was trained on every writer of the cache but its validation writers; here the pair head,
+its threshold and the distance-ratio voter are fitted on those validation writers (never trained
+on), and the pipeline is written in the safe format::
 
     python benchmarks/export_pretrained.py RUN.pt CACHE.npz sigest/weights/sigest-base.safetensors
 """
@@ -15,7 +15,7 @@ import torch
 from sigest.cache import cache_images, cache_preprocessor, load_cache
 from sigest.embedder import SiameseEmbedder
 from sigest.persistence import save
-from sigest.training import fit_pair_head, verifier_pipeline
+from sigest.training import fit_pair_head, fit_reference_voter, verifier_pipeline
 
 
 def main():
@@ -39,13 +39,14 @@ def main():
     images = cache_images(cache)
     verifier = fit_pair_head(net, valid, images, random_state=0)
     model = verifier_pipeline(cache_preprocessor(cache, n_jobs=None), verifier)
+    model.reference_voter_ = fit_reference_voter(verifier, valid, images, random_state=0)
     info = {"train_writers": run["train_writers"], "valid_writers": run["valid_writers"],
             "recipe": {k: settings[k] for k in ("backbone", "dim", "attention", "size", "epochs", "patience", "lr",
                                                 "weight_decay", "margin", "mining", "loss", "p", "k_per_writer")},
             "best_valid_eer": float(min(e["valid_eer"] for e in run["history"])),
             "epochs_trained": len(run["history"])}
     save(model, args.out, info=info)
-    print(f"threshold {verifier.threshold:.4f}; wrote {args.out}")
+    print(f"threshold {verifier.threshold:.4f}, voter threshold {model.reference_voter_.threshold:.4f}; wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -155,15 +155,27 @@ def cmd_verify(args):
     model = _load_model(args.model)
     for path in [*args.reference, args.questioned]:
         read_grayscale(path)
-    label, probability, per_reference = perform_voting(model, args.questioned, args.reference, voting=args.voting)
+    voting = args.voting
+    if voting == "auto":
+        has_voter = getattr(model, "reference_voter_", None) is not None
+        voting = "normalized" if has_voter and len(args.reference) >= 2 else "soft"
+    if voting == "normalized" and len(args.reference) < 2:
+        raise CommandError("--voting normalized needs at least 2 --reference images")
+    try:
+        label, probability, per_reference = perform_voting(model, args.questioned, args.reference, voting=voting)
+    except ValueError as exc:
+        if voting != "normalized":
+            raise
+        raise CommandError(f"{exc}; use --voting soft") from None
+    threshold = model.reference_voter_.threshold if voting == "normalized" else model[-1].threshold
     verdict = "GENUINE" if label == 1 else "FORGED"
     if args.report:
         from .plotting import plot_verification
 
         images = model[0].transform([args.questioned, *args.reference])[:, 0]
-        plot_verification(images[0], images[1:], per_reference, probability, model[-1].threshold, args.report,
+        plot_verification(images[0], images[1:], per_reference, probability, threshold, args.report,
                           names=[Path(p).name for p in [args.questioned, *args.reference]])
-    print(f"{verdict} probability_genuine={probability:.4f} threshold={model[-1].threshold:.4f} "
+    print(f"{verdict} probability_genuine={probability:.4f} threshold={threshold:.4f} voting={voting} "
           f"per_reference={np.round(per_reference, 4).tolist()}")
     return EXIT_GENUINE if label == 1 else EXIT_FORGED
 
@@ -259,7 +271,11 @@ def build_parser():
                         help="model file written by 'sigest train', or a shipped model's name (default %(default)s)")
     verify.add_argument("--reference", nargs="+", required=True, help="genuine reference images")
     verify.add_argument("--questioned", required=True, help="the questioned image")
-    verify.add_argument("--voting", choices=["soft", "hard"], default="soft")
+    verify.add_argument("--voting", choices=["auto", "soft", "hard", "normalized"], default="auto",
+                        help="normalized: the distance to the references over their own spread, calibrated on "
+                             "validation writers (needs 2+ references and a model that holds it); soft: mean pair "
+                             "probability; hard: majority of the references. auto (default): normalized when "
+                             "possible, else soft")
     verify.add_argument("--report", metavar="FILE.png",
                         help="draw the evidence: the questioned signature beside each reference, with the "
                              "per-reference and overall probability and the threshold")

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.frozen import FrozenEstimator
-from sklearn.utils import Bunch, check_random_state
+from sklearn.utils import Bunch
 
-from .datasets import check_writers, make_pairs
+from .datasets import check_writers, make_pairs, make_reference_sets
 from .metrics import build_confusion_matrix, equal_error_rate, far_frr, per_writer_eer, roc_auc
 from .verification import VotingVerifier, _embeds
 
@@ -82,20 +82,12 @@ def voting_scores(model, table, k, *, voting="soft", random_state=0):
     votes : pandas.DataFrame
         Columns ``writer``, ``label`` (1 genuine, 0 skilled forgery) and ``score``.
     """
-    rng = check_random_state(random_state)
-    rows, labels, writers = [], [], []
-    for writer, group in table.groupby("writer", sort=True):
-        genuine = group.loc[group["genuine"], "path"].tolist()
-        if len(genuine) <= k:
-            continue
-        order = rng.permutation(len(genuine))
-        refs = [genuine[i] for i in order[:k]]
-        questioned = [genuine[i] for i in order[k:]] + group.loc[~group["genuine"], "path"].tolist()
-        rows += [[q, *refs] for q in questioned]
-        labels += [1] * (len(genuine) - k) + [0] * (len(questioned) - len(genuine) + k)
-        writers += [writer] * len(questioned)
-    if not rows:
+    try:
+        sets = make_reference_sets(table, k, random_state=random_state)
+    except ValueError:
         return pd.DataFrame(columns=["writer", "label", "score"])
+    rows = sets[["questioned", *(f"ref_{i}" for i in range(1, k + 1))]].to_numpy().tolist()
+    labels, writers = sets["label"].to_numpy(), sets["writer"].to_numpy()
     images, index = _preprocessed(model, [item for row in rows for item in row])
     X = images[np.array([[index[item] for item in row] for row in rows])]
     if voting == "normalized":

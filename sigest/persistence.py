@@ -1,9 +1,10 @@
 """A model file that loading cannot turn into code execution: tensors in safetensors, the rest as JSON.
 
 A fitted ``preprocess -> verifier`` pipeline is written as one ``.safetensors`` file: the network's
-weights and the logistic head's coefficients as tensors, and in the file's metadata a JSON document
-with the preprocessing parameters, the network's architecture (registry names and sizes), the
-decision threshold, the versions of sigest and torch, and what the model was trained on. Reading it
+weights, the logistic head's and the distance-ratio voter's coefficients as tensors, and in the
+file's metadata a JSON document with the preprocessing parameters, the network's architecture
+(registry names and sizes), the decision thresholds, the versions of sigest and torch, and what
+the model was trained on. Reading it
 parses JSON and copies numbers; nothing is unpickled, so a planted payload cannot run.
 
 ``joblib.dump``/``joblib.load`` of the pipeline keep working, as scikit-learn users expect, but a
@@ -28,7 +29,7 @@ from .embedder import SiameseEmbedder
 from .nn import SiameseResNet
 from .preprocessing import PreprocessImage, TestPreprocessImage
 from .training import verifier_pipeline
-from .verification import LogisticSiameseRegression
+from .verification import LogisticSiameseRegression, VotingVerifier
 
 __all__ = ["save", "load", "FORMAT_VERSION", "ModelFormatError"]
 
@@ -90,6 +91,10 @@ def save(model, path, *, info=None):
     tensors = {f"embedder.{k}": v.detach().cpu().numpy() for k, v in verifier.embedder_.module_.state_dict().items()}
     tensors["head.coef"] = verifier.classifier_.coef_.astype(np.float64)
     tensors["head.intercept"] = verifier.classifier_.intercept_.astype(np.float64)
+    voter = getattr(model, "reference_voter_", None)
+    if voter is not None:
+        tensors["voter.coef"] = voter.calibrator_.coef_.astype(np.float64)
+        tensors["voter.intercept"] = voter.calibrator_.intercept_.astype(np.float64)
     preprocess_params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in preprocess.get_params().items()}
     document = {
         "format": "sigest-model",
@@ -102,6 +107,9 @@ def save(model, path, *, info=None):
                  "classes": [int(c) for c in verifier.classes_]},
         "info": info or {},
     }
+    if voter is not None:
+        document["reference_voter"] = {"voting": voter.voting, "threshold": float(voter.threshold),
+                                       "n_references": int(voter.n_references_)}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
@@ -145,7 +153,8 @@ def load(path, *, device="auto"):
     -------
     pipeline : sklearn.pipeline.Pipeline
         Fitted ``preprocess -> verifier``; ``predict_proba`` takes (n, 2) (reference, questioned)
-        paths or images. ``pipeline.sigest_info_`` holds the file's metadata document.
+        paths or images. ``pipeline.sigest_info_`` holds the file's metadata document, and
+        ``pipeline.reference_voter_`` the calibrated distance-ratio voter when the file has one.
     """
     document = read_metadata(path)
     try:
@@ -184,4 +193,22 @@ def load(path, *, device="auto"):
     verifier.input_shape_ = (network["in_channels"], *preprocess.size)
     pipeline = verifier_pipeline(preprocess, verifier)
     pipeline.sigest_info_ = document
+    if "reference_voter" in document:
+        pipeline.reference_voter_ = _reference_voter(verifier, document["reference_voter"], tensors)
     return pipeline
+
+
+def _reference_voter(verifier, spec, tensors):
+    """The fitted distance-ratio :class:`VotingVerifier` a file describes, around the loaded verifier."""
+    voter = VotingVerifier(FrozenEstimator(verifier), voting=spec["voting"], threshold=spec["threshold"])
+    calibrator = LogisticRegression()
+    calibrator.coef_ = np.array(tensors["voter.coef"])
+    calibrator.intercept_ = np.array(tensors["voter.intercept"])
+    calibrator.classes_ = np.array([0, 1])
+    calibrator.n_features_in_ = 1
+    calibrator.n_iter_ = np.array([0])
+    voter.estimator_ = FrozenEstimator(verifier)
+    voter.calibrator_ = calibrator
+    voter.classes_ = np.array([0, 1])
+    voter.n_references_ = spec["n_references"]
+    return voter

@@ -52,16 +52,20 @@ def perform_voting(model, questioned, references, *, voting="soft"):
     questioned : path or image
     references : sequence of paths or images
         Genuine signatures of the claimed writer.
-    voting : {"soft", "hard"}, default="soft"
+    voting : {"soft", "hard", "normalized"}, default="soft"
         Soft: genuine when the mean probability reaches the model's threshold. Hard: genuine when
-        a majority of the references accept it at that threshold.
+        a majority of the references accept it at that threshold. Normalized: the model's
+        calibrated distance-ratio voter (``model.reference_voter_``, which
+        :func:`~sigest.training.train_verifier` fits and model files keep) decides, at its own
+        threshold; needs at least 2 references.
 
     Returns
     -------
     label : int
         1 genuine, 0 forgery.
     probability : float
-        Mean genuine probability (soft) or share of genuine votes (hard).
+        Mean genuine probability (soft), share of genuine votes (hard) or the voter's calibrated
+        probability (normalized).
     per_reference : ndarray of shape (k,)
         Genuine probability against each reference: the evidence.
     """
@@ -69,6 +73,13 @@ def perform_voting(model, questioned, references, *, voting="soft"):
     row = np.empty((1, 1 + len(references)), dtype=object)
     row[0] = [questioned, *references]
     X = preprocess.transform(row)
+    if voting == "normalized":
+        voter = getattr(model, "reference_voter_", None)
+        if voter is None:
+            raise ValueError("voting='normalized' needs a model with a calibrated distance-ratio voter "
+                             "(model.reference_voter_), as train_verifier and 'sigest train' make")
+        probability = float(voter.predict_proba(X)[0, 1])
+        return int(probability >= voter.threshold), probability, voter.reference_probabilities(X)[0]
     # soft: the mean probability against the pair threshold; hard: a majority of the references' own decisions
     threshold = getattr(verifier, "threshold", 0.5) if voting == "soft" else 0.5
     voter = VotingVerifier(FrozenEstimator(verifier), voting=voting, threshold=threshold).fit(X, [1])

@@ -6,6 +6,8 @@ pipeline; :func:`train_verifier` trains that pipeline the way the benchmarks mea
 :func:`train_siamese_model` and :func:`fit_pair_head` are its two stages.
 """
 
+import warnings
+
 import numpy as np
 from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
@@ -13,12 +15,13 @@ from sklearn.pipeline import Pipeline
 from skorch.callbacks import EarlyStopping, ProgressBar
 
 from .callbacks import WriterEER
-from .datasets import check_writers, make_pairs, split_writers
+from .datasets import check_writers, make_pairs, make_reference_sets, split_writers
 from .embedder import SiameseEmbedder, embedding_targets
 from .preprocessing import PreprocessImage
-from .verification import LogisticSiameseRegression
+from .verification import LogisticSiameseRegression, VotingVerifier
 
-__all__ = ["verifier_pipeline", "make_verifier", "train_siamese_model", "fit_pair_head", "train_verifier"]
+__all__ = ["verifier_pipeline", "make_verifier", "train_siamese_model", "fit_pair_head", "fit_reference_voter",
+           "train_verifier"]
 
 
 def verifier_pipeline(preprocessor, verifier):
@@ -202,6 +205,42 @@ def fit_pair_head(embedder, valid, images, *, n_per_writer=40, random_state=0):
     return verifier.set_params(threshold=threshold)
 
 
+def fit_reference_voter(verifier, valid, images, *, k=5, n_per_writer=12, random_state=0):
+    """The distance-ratio voter over ``k`` references, calibrated on writers the embedder never trained on.
+
+    Parameters
+    ----------
+    verifier : LogisticSiameseRegression
+        Fitted (its embedder is what the voter measures distances with).
+    valid : pandas.DataFrame
+        Signature table of the validation writers.
+    images : ndarray of shape (n_images, 1, H, W)
+        Preprocessed images; ``valid["_row"]`` (or, without that column, ``valid.index``) indexes them.
+    k : int, default=5
+        References per questioned signature in the calibration rows.
+    n_per_writer : int, default=12
+        At most this many genuine and this many skilled questioned signatures per writer.
+    random_state : int, default=0
+
+    Returns
+    -------
+    voter : VotingVerifier
+        ``voting="normalized"``, fitted; its ``threshold`` the EER threshold of the calibrated
+        probabilities on these rows.
+    """
+    from .evaluation import choose_threshold
+
+    if "_row" not in valid.columns:
+        valid = valid.assign(_row=valid.index.to_numpy())
+    sets = make_reference_sets(valid[["writer", "genuine"]].assign(path=valid["_row"].to_numpy()), k,
+                               random_state=random_state)
+    sets = sets.sample(frac=1.0, random_state=random_state).groupby(["writer", "label"]).head(n_per_writer)
+    X = images[sets[["questioned", *(f"ref_{i}" for i in range(1, k + 1))]].to_numpy(dtype=int)]
+    labels = sets["label"].to_numpy()
+    voter = VotingVerifier(FrozenEstimator(verifier), voting="normalized").fit(X, labels)
+    return voter.set_params(threshold=choose_threshold(labels, voter.predict_proba(X)[:, 1]))
+
+
 def train_verifier(table, *, images=None, preprocessor=None, valid_writers=0.15, size=(150, 220),
                    backbone="resnet_tiny", max_epochs=40, patience=8, lr=3e-3, writers_per_batch=32,
                    samples_per_writer=8, progress=True, random_state=0, init=None, **embedder_params):
@@ -214,6 +253,10 @@ def train_verifier(table, *, images=None, preprocessor=None, valid_writers=0.15,
        calibrated for unseen writers.
     3. Set the pipeline's threshold to the EER threshold of the validation writers' exhaustive
        genuine/skilled pairs, so that ``predict`` on unseen writers uses a threshold chosen without them.
+    4. Calibrate the distance-ratio voter on the validation writers (:func:`fit_reference_voter`,
+       5 references, or fewer where the writers have fewer), kept as ``pipeline.reference_voter_``
+       for judging a signature against several references (``perform_voting(...,
+       voting="normalized")``, ``sigest verify``).
 
     The defaults are the recipe measured best in ``benchmarks/recipe.py`` for a CPU-sized model:
     resnet_tiny at 150x220, batch-hard triplets, 32 writers x 8 signatures a batch, lr 3e-3.
@@ -248,7 +291,10 @@ def train_verifier(table, *, images=None, preprocessor=None, valid_writers=0.15,
     Returns
     -------
     pipeline : sklearn.pipeline.Pipeline
-        Fitted ``preprocess -> verifier`` with ``verifier__threshold`` set.
+        Fitted ``preprocess -> verifier`` with ``verifier__threshold`` set, and
+        ``pipeline.reference_voter_``, a fitted ``VotingVerifier(voting="normalized")`` over the
+        verifier that takes preprocessed rows (questioned, ref_1, ..., ref_k), k >= 2 (left out,
+        with a warning, when no validation writer has 3 genuine signatures and a skilled forgery).
     """
     check_writers(table)
     start = None
@@ -269,4 +315,13 @@ def train_verifier(table, *, images=None, preprocessor=None, valid_writers=0.15,
                                    writers_per_batch=writers_per_batch, samples_per_writer=samples_per_writer,
                                    init=start, **embedder_params)
     verifier = fit_pair_head(embedder, valid, images, random_state=random_state)
-    return verifier_pipeline(preprocessor, verifier)
+    pipeline = verifier_pipeline(preprocessor, verifier)
+    counts = valid.groupby("writer")["genuine"].agg(["sum", "size"])
+    counts = counts[counts["size"] > counts["sum"]]  # writers with a skilled forgery
+    k = min(5, int(counts["sum"].max()) - 1) if len(counts) else 0
+    if k >= 2:
+        pipeline.reference_voter_ = fit_reference_voter(verifier, valid, images, k=k, random_state=random_state)
+    else:
+        warnings.warn("no validation writer has 3 genuine signatures and a skilled forgery: the distance-ratio "
+                      "voter (pipeline.reference_voter_) is left out", stacklevel=2)
+    return pipeline

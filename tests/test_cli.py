@@ -10,7 +10,7 @@ from sigest.datasets import load_signatures, make_signatures, save_signatures
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    data = make_signatures(n_writers=7, n_genuine=5, n_forged=2, image_size=(60, 120), random_state=0)
+    data = make_signatures(n_writers=7, n_genuine=8, n_forged=2, image_size=(60, 120), random_state=0)
     save_signatures(data, root / "data")
     model = root / "model.safetensors"
     status = main(["train", str(root / "data"), "--out", str(model), "--epochs", "1", "--size", "32", "64",
@@ -41,11 +41,16 @@ def test_verify_exit_status_says_the_verdict(trained, capsys):
     root, model = trained
     refs = sorted(str(p) for p in (root / "data" / "w005" / "genuine").glob("*.png"))
     forged = sorted(str(p) for p in (root / "data" / "w005" / "forged").glob("*.png"))
-    status = main(["verify", str(model), "--reference", *refs[:3], "--questioned", forged[0]])
-    out = capsys.readouterr().out
-    label, probability, _ = perform_voting(sigest.load(model), forged[0], refs[:3])
-    assert status == (0 if label == 1 else 1) and out.startswith("GENUINE" if label == 1 else "FORGED")
-    assert f"probability_genuine={probability:.4f}" in out
+    loaded = sigest.load(model)
+    assert loaded.reference_voter_.voting == "normalized"  # train fitted it on its validation writer
+    for options, voting, n_refs in (([], "normalized", 3), (["--voting", "soft"], "soft", 3), ([], "soft", 1)):
+        status = main(["verify", str(model), "--reference", *refs[:n_refs], "--questioned", forged[0], *options])
+        out = capsys.readouterr().out
+        label, probability, _ = perform_voting(loaded, forged[0], refs[:n_refs], voting=voting)
+        assert status == (0 if label == 1 else 1) and out.startswith("GENUINE" if label == 1 else "FORGED")
+        assert f"probability_genuine={probability:.4f}" in out and f"voting={voting}" in out
+    assert main(["verify", str(model), "--reference", refs[0], "--questioned", forged[0], "--voting", "normalized"]) == 2
+    assert "at least 2 --reference" in capsys.readouterr().err
 
 
 def test_bad_input_is_one_line_and_status_2(trained, tmp_path, capsys):

@@ -7,6 +7,7 @@ from conftest import write_png, write_scan
 from sigest.datasets import (
     load_signatures,
     make_pairs,
+    make_reference_sets,
     make_signatures,
     make_triplets,
     random_images,
@@ -129,6 +130,26 @@ def test_balanced_pairs_and_image_column(small_signatures):
     pairs = make_pairs(small_signatures.table, protocol="balanced", n_per_writer=4, random_state=0)
     assert pairs.label.value_counts().to_dict() == {1: 24, 0: 24}
     assert isinstance(pairs.reference.iloc[0], np.ndarray)
+
+
+def test_reference_sets_question_every_other_signature_against_k_references():
+    table = pd.DataFrame({"path": [f"{w}{i}" for w in "abc" for i in range(6)], "writer": np.repeat(list("abc"), 6),
+                          "genuine": [True] * 4 + [False] * 2 + [True] * 3 + [False] * 3 + [True] * 6})
+    sets = make_reference_sets(table, 3, random_state=0)
+    assert list(sets.columns) == ["questioned", "ref_1", "ref_2", "ref_3", "label", "writer"]
+    assert sets.groupby("writer")["label"].agg(["sum", "size"]).to_dict("index") == {
+        "a": {"sum": 1, "size": 3}, "c": {"sum": 3, "size": 3}}  # b has only 3 genuine: no questioned genuine left
+    for row in sets.itertuples():
+        refs = {row.ref_1, row.ref_2, row.ref_3}
+        assert len(refs) == 3 and row.questioned not in refs
+        assert table.set_index("path").loc[list(refs), "genuine"].all()
+        assert (table.set_index("path").loc[[row.questioned, *refs], "writer"] == row.writer).all()
+        assert row.label == table.set_index("path").loc[row.questioned, "genuine"]
+    assert make_reference_sets(table, 3, random_state=0).equals(sets)
+    with pytest.raises(ValueError, match="more than k=6"):
+        make_reference_sets(table, 6)
+    with pytest.raises(ValueError, match="positive"):
+        make_reference_sets(table, 0)
 
 
 def test_split_writers_and_groups(small_signatures):

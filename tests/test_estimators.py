@@ -252,8 +252,11 @@ def test_normalized_voting_divides_by_the_references_spread(pair_data):
     order = np.argsort(ratio)
     if voter.calibrator_.coef_[0, 0] < 0:  # calibrated the expected way round: nearer means more genuine
         assert np.all(np.diff(proba[order]) <= 1e-12)
-    with pytest.raises(ValueError, match="calibrated with 3 references per row, got 2"):
-        voter.predict_proba(rows[:, :3])
+    two_refs = rows[:, :3]  # another reference count than at fit: the same calibration of the ratio
+    np.testing.assert_allclose(voter.predict_proba(two_refs), voter.calibrator_.predict_proba(
+        np.log(voter.distance_ratio(two_refs))[:, None]))
+    with pytest.raises(ValueError, match="at least 2 references"):
+        voter.predict_proba(rows[:, :2])
     with pytest.raises(ValueError, match="at least 2 references"):
         VotingVerifier(FrozenEstimator(clf), voting="normalized").fit(rows[:, :2], labels)
     with pytest.raises(ValueError, match="both labels"):

@@ -45,6 +45,24 @@ def test_round_trip_gives_the_same_probabilities_and_threshold(fitted, tmp_path)
     assert not list(tmp_path.glob(".*.tmp")), "written atomically, nothing left behind"
 
 
+def test_the_distance_ratio_voter_round_trips(fitted, small_signatures, tmp_path):
+    from sigest.training import fit_reference_voter
+
+    model, _ = fitted
+    table = small_signatures.table
+    images = model[0].transform(list(table["image"]))
+    model.reference_voter_ = fit_reference_voter(model[-1], table, images, k=3)
+    try:
+        path = save(model, tmp_path / "voter.safetensors")
+    finally:
+        voter = model.__dict__.pop("reference_voter_")  # the shared fixture stays as it was
+    twin = load(path, device="cpu").reference_voter_
+    assert twin.voting == "normalized" and twin.n_references_ == 3 and twin.threshold == voter.threshold
+    rows = images[np.array([[3, 0, 1, 2], [9, 0, 1, 2], [4, 5, 6, 7]])]
+    np.testing.assert_allclose(twin.predict_proba(rows), voter.predict_proba(rows), rtol=1e-5, atol=1e-6)
+    assert "reference_voter" not in read_metadata(save(model, tmp_path / "plain.safetensors"))
+
+
 def test_a_planted_pickle_does_not_run(fitted, tmp_path):
     marker = tmp_path / "ran"
     evil = tmp_path / "evil.safetensors"

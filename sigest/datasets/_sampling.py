@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import check_random_state
 
-__all__ = ["random_images", "make_triplets", "make_pairs", "split_writers", "writer_groups", "check_writers"]
+__all__ = ["random_images", "make_triplets", "make_pairs", "make_reference_sets", "split_writers", "writer_groups",
+           "check_writers"]
 
 _NEGATIVES = ("skilled", "random", "both")
 
@@ -205,6 +206,50 @@ def make_pairs(
     if not rows:
         raise ValueError("no pair can be made from this table")
     return pd.DataFrame(rows, columns=["reference", "questioned", "label", "writer", "kind"])
+
+
+def make_reference_sets(table, k, *, writers=None, random_state=None):
+    """Questioned signatures, each with ``k`` genuine references of the claimed writer.
+
+    For each writer with more than ``k`` genuine signatures, ``k`` are drawn as references; every
+    other genuine signature (label 1) and every skilled forgery (label 0) of the writer is
+    questioned against them. Writers with ``k`` or fewer genuine signatures are skipped.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Signature table (columns ``writer``, ``genuine`` and ``path`` or ``image``).
+    k : int
+        References per writer, at least 1.
+    writers : sequence of str or None, default=None
+        Restrict to these writers.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the reference draws.
+
+    Returns
+    -------
+    sets : pandas.DataFrame of shape (n_questioned, k + 3)
+        Columns ``questioned``, ``ref_1`` .. ``ref_k`` (items), ``label`` (int, 1 genuine, 0 skilled
+        forgery) and ``writer``; ``sets[["questioned", "ref_1", ..., "ref_k"]]`` is the row input of
+        :class:`~sigest.VotingVerifier`.
+    """
+    if int(k) != k or k < 1:
+        raise ValueError(f"k must be a positive number of references, got {k!r}")
+    table = _select_writers(_as_table(table), writers)
+    column = _item_column(table)
+    rng = check_random_state(random_state)
+    rows = []
+    for writer, group in table.groupby("writer", sort=True):
+        genuine = group.loc[group["genuine"], column].tolist()
+        if len(genuine) <= k:
+            continue
+        order = rng.permutation(len(genuine))
+        refs = [genuine[i] for i in order[:k]]
+        rows += [(genuine[i], *refs, 1, writer) for i in order[k:]]
+        rows += [(f, *refs, 0, writer) for f in group.loc[~group["genuine"], column]]
+    if not rows:
+        raise ValueError(f"no writer has more than k={k} genuine signatures")
+    return pd.DataFrame(rows, columns=["questioned", *(f"ref_{i}" for i in range(1, k + 1)), "label", "writer"])
 
 
 def _subsample(items, n, rng):
