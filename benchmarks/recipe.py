@@ -141,7 +141,7 @@ def run(cache, args, fold, seed):
     elif args.loss == "supcon":
         loss = {"criterion": "supcon", "criterion__temperature": args.temperature}
     else:
-        loss = {"criterion__margin": args.margin, "criterion__mining": args.mining}
+        loss = {"criterion__margin": args.margin, "criterion__mining": args.mining, "criterion__smooth": args.smooth}
     net = SiameseEmbedder(
         module__backbone=args.backbone, module__embedding_dim=args.dim, module__attention_stages=tuple(args.attention),
         module__dropout=args.dropout, **loss, lr=args.lr, max_epochs=args.epochs,
@@ -205,6 +205,7 @@ def main():
     parser.add_argument("--augment", action="store_true")
     parser.add_argument("--margin", type=float, default=0.2)
     parser.add_argument("--mining", default="batch_hard")
+    parser.add_argument("--smooth", action="store_true", help="soft-margin triplet loss (softplus, not hinge)")
     parser.add_argument("--loss", choices=["triplet", "supcon", "proxy_anchor"], default="triplet")
     parser.add_argument("--temperature", type=float, default=0.1, help="supcon's softmax temperature")
     parser.add_argument("--p", type=int, default=32)

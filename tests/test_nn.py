@@ -70,6 +70,9 @@ def test_triplet_loss_zero_when_separated_positive_otherwise():
     swapped = (torch.cat([a, -a, a]), None, (torch.tensor([0]), torch.tensor([1]), torch.tensor([2])))
     assert loss(*separated).item() == 0.0
     assert loss(*swapped).item() == pytest.approx(2.2)
+    soft = TripletLoss(margin=0.0, smooth=True)  # softplus(d_ap - d_an): never exactly zero, keeps pulling
+    assert soft(*separated).item() == pytest.approx(torch.nn.functional.softplus(torch.tensor(-2.0)).item())
+    assert soft(*swapped).item() == pytest.approx(torch.nn.functional.softplus(torch.tensor(2.0)).item())
     cosine = TripletLoss(margin=0.1, distance="cosine")
     assert cosine(*separated).item() == 0.0 and cosine(*swapped).item() > 0
     with pytest.raises(ValueError, match="distance"):

@@ -50,6 +50,10 @@ class TripletLoss(nn.Module):
         How :meth:`mine` picks triplets inside a batch: the hardest positive and negative of each
         anchor (pytorch-metric-learning's ``BatchHardMiner``), every semi-hard triplet, or every
         valid triplet (``TripletMarginMiner``).
+    smooth : bool, default=False
+        ``softplus(d(a, p) - d(a, n) + margin)`` instead of the hinge: the soft margin of Hermans
+        et al. (2017, "In defense of the triplet loss"; best with ``margin=0``), which keeps
+        pulling after the margin is met rather than falling to zero.
 
     Shape
     -----
@@ -58,7 +62,7 @@ class TripletLoss(nn.Module):
     - ``mine(embeddings, labels, anchors=None)``: (N, D), (N,), (N,) bool -> three (T,) tensors.
     """
 
-    def __init__(self, margin=0.2, distance="euclidean", mining="batch_hard"):
+    def __init__(self, margin=0.2, distance="euclidean", mining="batch_hard", smooth=False):
         super().__init__()
         if distance not in ("euclidean", "cosine"):
             raise ValueError(f"distance must be 'euclidean' or 'cosine', got {distance!r}")
@@ -67,8 +71,10 @@ class TripletLoss(nn.Module):
         self.margin = margin
         self.distance = distance
         self.mining = mining
+        self.smooth = smooth
         measure = distances.LpDistance() if distance == "euclidean" else distances.CosineSimilarity()
-        self.loss = losses.TripletMarginLoss(margin=margin, distance=measure, reducer=reducers.MeanReducer())
+        self.loss = losses.TripletMarginLoss(margin=margin, distance=measure, smooth_loss=smooth,
+                                             reducer=reducers.MeanReducer())
         if mining == "batch_hard":
             self.miner = miners.BatchHardMiner(distance=measure)
         else:
