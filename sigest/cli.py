@@ -138,6 +138,8 @@ def cmd_evaluate(args):
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise CommandError(f"--out {args.out} is a file; give a folder for the report")
     model = _load_model(model_spec)
+    if "n_jobs" in model[0].get_params():
+        model[0].set_params(n_jobs=-1)  # every core decodes and cleans images (threads)
     table = load_signatures(sources[0] if len(sources) == 1 else sources)
     report = evaluate(model, table, writers=args.writers, out_dir=args.out, ks=args.k)
     print(format_report(report))
@@ -158,7 +160,7 @@ def cmd_verify(args):
     voting = args.voting
     if voting == "auto":
         has_voter = getattr(model, "reference_voter_", None) is not None
-        voting = "normalized" if has_voter and len(args.reference) >= 2 else "soft"
+        voting = "normalized" if has_voter and len(args.reference) >= 3 else "soft"
     if voting == "normalized" and len(args.reference) < 2:
         raise CommandError("--voting normalized needs at least 2 --reference images")
     try:
@@ -274,8 +276,8 @@ def build_parser():
     verify.add_argument("--voting", choices=["auto", "soft", "hard", "normalized"], default="auto",
                         help="normalized: the distance to the references over their own spread, calibrated on "
                              "validation writers (needs 2+ references and a model that holds it); soft: mean pair "
-                             "probability; hard: majority of the references. auto (default): normalized when "
-                             "possible, else soft")
+                             "probability; hard: majority of the references. auto (default): normalized with 3 or "
+                             "more references (measured better from 3 on), else soft")
     verify.add_argument("--report", metavar="FILE.png",
                         help="draw the evidence: the questioned signature beside each reference, with the "
                              "per-reference and overall probability and the threshold")

@@ -335,10 +335,14 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         With ``voting="normalized"``: maps ``log(distance ratio)`` to the genuine probability.
     n_references_ : int
         References per row seen in ``fit``. ``voting="normalized"`` takes rows with any count k >= 2:
-        the ratio's genuine/forgery boundary barely moves with k (measured on 28 test writers, one
-        writer fold: the equal-error ratio 1.35 at k=2, 1.30 at k=5 and 1.26 at k=10, and a
-        threshold chosen at k=5 cost at most 0.7 points of accuracy at k=2..10 against the
-        test oracle), while its error falls as k grows (EER 18 % at k=2, 11 % at k=5, 9 % at k=10).
+        the ratio's genuine/forgery boundary barely moves with k (one writer fold, 28 test writers:
+        the equal-error ratio is 1.35 at k=2, 1.30 at k=5 and 1.26 at k=10, and a threshold chosen
+        at k=5 cost at most 0.7 points of accuracy at k=2..10 against the test oracle). Its error
+        falls as k grows; with k=2 the spread is one distance, a noisy yardstick, and the raw mean
+        distance does better (``benchmarks/scoring.py``, 3 writer folds, EER Bengali / CEDAR /
+        Dutch: k=2 ratio 18.0 / 18.8 / 18.8 % against raw 13.5 / 16.9 / 17.6 %; k=3 ratio 12.8 /
+        15.0 / 13.7 % against raw 12.7 / 16.4 / 16.4 %; k=5 9.4 / 12.0 / 11.6 %; k=10 7.7 / 9.7 /
+        9.2 %).
     classes_ : ndarray of shape (2,)
     """
 
