@@ -180,12 +180,7 @@ def load(path, *, device="auto"):
     embedder.module_.eval()
     embedder.history_ = History(document.get("history") or [{"epoch": 0}])
     head = document["head"]
-    classifier = LogisticRegression(C=head["C"])
-    classifier.coef_ = np.array(tensors["head.coef"])
-    classifier.intercept_ = np.array(tensors["head.intercept"])
-    classifier.classes_ = np.array(head["classes"])
-    classifier.n_features_in_ = classifier.coef_.shape[1]
-    classifier.n_iter_ = np.array([0])
+    classifier = _fitted_logistic(tensors["head.coef"], tensors["head.intercept"], head["classes"], C=head["C"])
     verifier = LogisticSiameseRegression(FrozenEstimator(embedder), C=head["C"], threshold=head["threshold"])
     verifier.embedder_ = embedder
     verifier.classifier_ = classifier
@@ -198,17 +193,22 @@ def load(path, *, device="auto"):
     return pipeline
 
 
+def _fitted_logistic(coef, intercept, classes, C=1.0):
+    """A fitted binary ``LogisticRegression`` from its stored coefficients: coef (1, n_features), intercept (1,)."""
+    model = LogisticRegression(C=C)
+    model.coef_ = np.array(coef)
+    model.intercept_ = np.array(intercept)
+    model.classes_ = np.array(classes)
+    model.n_features_in_ = model.coef_.shape[1]
+    model.n_iter_ = np.array([0])
+    return model
+
+
 def _reference_voter(verifier, spec, tensors):
     """The fitted distance-ratio :class:`VotingVerifier` a file describes, around the loaded verifier."""
     voter = VotingVerifier(FrozenEstimator(verifier), voting=spec["voting"], threshold=spec["threshold"])
-    calibrator = LogisticRegression()
-    calibrator.coef_ = np.array(tensors["voter.coef"])
-    calibrator.intercept_ = np.array(tensors["voter.intercept"])
-    calibrator.classes_ = np.array([0, 1])
-    calibrator.n_features_in_ = 1
-    calibrator.n_iter_ = np.array([0])
     voter.estimator_ = FrozenEstimator(verifier)
-    voter.calibrator_ = calibrator
+    voter.calibrator_ = _fitted_logistic(tensors["voter.coef"], tensors["voter.intercept"], [0, 1])
     voter.classes_ = np.array([0, 1])
     voter.n_references_ = spec["n_references"]
     return voter
