@@ -46,6 +46,12 @@ def test_siamese_resnet_shares_weights_across_pairs_and_triplets():
     torch.testing.assert_close(triplet[:, 2], single)
     with pytest.raises(ValueError, match="attention_stages"):
         SiameseResNet("resnet_tiny", attention_stages=(5,))
+    # channels-last memory is a speed choice only: the values are those of the default layout
+    assert net.backbone.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    nchw = SiameseResNet("resnet_tiny", embedding_dim=16).eval().to(memory_format=torch.contiguous_format)
+    nchw.load_state_dict(net.state_dict())  # copies values into its NCHW parameters
+    assert nchw.backbone.stem[0].weight.is_contiguous() and nchw.backbone.stages[1][0].conv1.weight.is_contiguous()
+    torch.testing.assert_close(nchw(x), single, rtol=1e-5, atol=1e-5)
 
 
 def test_gradients_flow_through_attention():
