@@ -46,7 +46,8 @@ def main():
             "best_valid_eer": float(min(e["valid_eer"] for e in run["history"])),
             "epochs_trained": len(run["history"])}
     save(model, args.out, info=info)
-    print(f"threshold {verifier.threshold:.4f}, voter threshold {model.reference_voter_.threshold:.4f}; wrote {args.out}")
+    print(f"threshold {verifier.threshold:.4f}, voter threshold {model.reference_voter_.threshold:.4f}; "
+          f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -73,9 +73,10 @@ def voting_scores(model, table, k, *, voting="soft", random_state=0):
     other genuine signatures and all its skilled forgeries are questioned with a
     :class:`VotingVerifier` over the fitted pipeline's verifier.
 
-    ``voting="normalized"`` scores by the negated distance ratio of
-    :meth:`~sigest.verification.VotingVerifier.distance_ratio` (uncalibrated, which leaves EER and
-    AUC unchanged; needs k >= 2).
+    ``voting="normalized"`` scores by the model's calibrated distance-ratio voter
+    (``model.reference_voter_``) when it has one, else by the negated distance ratio of
+    :meth:`~sigest.verification.VotingVerifier.distance_ratio` (uncalibrated; EER and AUC are the
+    same either way; needs k >= 2).
 
     Returns
     -------
@@ -90,7 +91,9 @@ def voting_scores(model, table, k, *, voting="soft", random_state=0):
     labels, writers = sets["label"].to_numpy(), sets["writer"].to_numpy()
     images, index = _preprocessed(model, [item for row in rows for item in row])
     X = images[np.array([[index[item] for item in row] for row in rows])]
-    if voting == "normalized":
+    if voting == "normalized" and getattr(model, "reference_voter_", None) is not None:
+        score = model.reference_voter_.predict_proba(X)[:, 1]
+    elif voting == "normalized":
         score = -VotingVerifier(FrozenEstimator(model[-1])).fit(X[:1], [1]).distance_ratio(X)
     else:
         score = VotingVerifier(FrozenEstimator(model[-1]), voting=voting).fit(X[:1], [1]).predict_proba(X)[:, 1]
@@ -131,7 +134,9 @@ def evaluate(model, table, *, writers=None, threshold=None, n_random_per_writer=
     -------
     report : sklearn.utils.Bunch
         ``metrics`` (dict), ``per_writer`` (DataFrame), ``scores`` (DataFrame of the pairs with a
-        ``score`` column), ``voting`` (DataFrame of EER per k), ``threshold`` (float).
+        ``score`` column), ``voting`` (DataFrame per k and voting: EER, AUC, and accuracy on
+        genuine vs skilled at the model's own threshold (soft: the pair threshold; normalized: the
+        voter's) and at the test-oracle EER threshold), ``threshold`` (float).
     """
     check_writers(table if writers is None else table[table["writer"].astype(str).isin([str(w) for w in writers])])
     pairs = make_pairs(table, protocol="exhaustive", forgeries="both", n_random_per_writer=n_random_per_writer,
@@ -158,14 +163,20 @@ def evaluate(model, table, *, writers=None, threshold=None, n_random_per_writer=
         ]
     )
     test_table = table if writers is None else table[table["writer"].astype(str).isin([str(w) for w in writers])]
+    voter = getattr(model, "reference_voter_", None)
     voting = []
     for k in ks:
         for method in ("soft", "normalized") if k >= 2 else ("soft",):
             votes = voting_scores(model, test_table, k, voting=method, random_state=random_state)
             if votes["label"].nunique() == 2:
-                voting.append({"k": k, "voting": method, "n_questioned": len(votes),
-                               "EER": equal_error_rate(votes["label"], votes["score"])[0],
-                               "AUC": roc_auc(votes["label"], votes["score"])})
+                eer, oracle = equal_error_rate(votes["label"], votes["score"])
+                chosen = threshold if method == "soft" else voter.threshold if voter is not None else np.nan
+                genuine = votes["label"].to_numpy() == 1
+                voting.append({"k": k, "voting": method, "n_questioned": len(votes), "EER": eer,
+                               "AUC": roc_auc(votes["label"], votes["score"]),
+                               "accuracy@chosen": np.mean((votes["score"].to_numpy() >= chosen) == genuine)
+                               if np.isfinite(chosen) else np.nan,
+                               "accuracy@oracle_EER": np.mean((votes["score"].to_numpy() >= oracle) == genuine)})
     report = Bunch(metrics=metrics, per_writer=per_writer, scores=pairs, voting=pd.DataFrame(voting),
                    threshold=threshold)
     if out_dir is not None:
@@ -188,9 +199,12 @@ def format_report(report):
             f"FAR skilled {100 * m[f'FAR_skilled@{where}']:.2f} %, FAR random {100 * m[f'FAR_random@{where}']:.2f} %, "
             f"accuracy {100 * m[f'accuracy@{where}']:.2f} %"
         )
-    for row in report.voting.itertuples():
-        lines.append(f"voting k={row.k:2d} {row.voting:10s}: EER {100 * row.EER:.2f} %, AUC {row.AUC:.4f} "
-                     f"({row.n_questioned} questioned)")
+    for row in report.voting.to_dict("records"):
+        chosen = row["accuracy@chosen"]
+        accuracy = (f", accuracy {100 * chosen:.2f} % at the model's threshold" if np.isfinite(chosen) else "") + \
+            f", {100 * row['accuracy@oracle_EER']:.2f} % at the oracle EER threshold"
+        lines.append(f"voting k={row['k']:2d} {row['voting']:10s}: EER {100 * row['EER']:.2f} %, AUC {row['AUC']:.4f}"
+                     f"{accuracy} ({row['n_questioned']} questioned)")
     return "\n".join(lines)
 
 

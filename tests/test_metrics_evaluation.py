@@ -4,7 +4,7 @@ from sklearn.model_selection import GridSearchCV, GroupKFold
 
 from sigest import make_verifier
 from sigest.datasets import load_signatures, make_pairs, make_signatures, save_signatures, split_writers, writer_groups
-from sigest.evaluation import choose_threshold, evaluate, threshold_metrics
+from sigest.evaluation import choose_threshold, evaluate, threshold_metrics, voting_scores
 from sigest.metrics import (
     build_confusion_matrix,
     calculate_accuracy,
@@ -95,6 +95,27 @@ def test_writer_independent_report(folder_and_model, tmp_path):
     assert list(zip(report.voting["k"], report.voting["voting"])) == [(1, "soft"), (3, "soft"), (3, "normalized")]
     for name in ("scores.csv", "per_writer.csv", "metrics.csv", "roc.png", "histogram.png", "confusion_matrix.png"):
         assert (tmp_path / name).stat().st_size > 0
+    soft = voting_scores(model, test, 3, voting="soft")
+    expected = np.mean((soft["score"] >= 0.5) == (soft["label"] == 1))
+    assert report.voting.loc[1, "accuracy@chosen"] == pytest.approx(expected)
+    assert np.isnan(report.voting.loc[2, "accuracy@chosen"])  # no calibrated voter in this model: no threshold
+
+
+def test_report_judges_the_calibrated_voter_at_its_own_threshold(folder_and_model):
+    from sigest.training import fit_reference_voter
+
+    _, _, _, test, model = folder_and_model
+    images = model[0].transform(list(test["path"]))
+    voter = fit_reference_voter(model[-1], test.reset_index(drop=True), images, k=3)
+    model.reference_voter_ = voter
+    try:
+        report = evaluate(model, test, n_random_per_writer=5, ks=(3,))
+        votes = voting_scores(model, test, 3, voting="normalized")
+    finally:
+        del model.reference_voter_  # the module's fixture stays as it was
+    assert votes["score"].between(0, 1).all()  # the voter's calibrated probabilities
+    expected = np.mean((votes["score"] >= voter.threshold) == (votes["label"] == 1))
+    assert report.voting.loc[1, "accuracy@chosen"] == pytest.approx(expected)
 
 
 def test_benchmark_protocol_pair_counts(tmp_path):

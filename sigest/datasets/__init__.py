@@ -1,7 +1,15 @@
 """Signature data: reading folders, sampling pairs and triplets, writer splits, synthetic signatures."""
 
 from ._layouts import IMAGE_EXTENSIONS, LAYOUTS, drop_duplicate_files, load_signatures
-from ._sampling import check_writers, make_pairs, make_reference_sets, make_triplets, random_images, split_writers, writer_groups
+from ._sampling import (
+    check_writers,
+    make_pairs,
+    make_reference_sets,
+    make_triplets,
+    random_images,
+    split_writers,
+    writer_groups,
+)
 from ._synthetic import make_signatures, save_signatures
 
 __all__ = [
