@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from skorch.callbacks import EarlyStopping, LRScheduler
 
 from sigest.cache import cache_images, load_cache
-from sigest.callbacks import WriterEER
+from sigest.callbacks import WeightAverage, WriterEER
 from sigest.embedder import SiameseEmbedder, embedding_targets
 from sigest.metrics import equal_error_rate, far_frr, per_writer_eer, roc_auc, within_writer_pairs
 from sigest.nn import ProxyAnchorLoss, SignatureAugment
@@ -129,7 +129,8 @@ def run(cache, args, fold, seed):
     table = cache.table.rename(columns={"index": "row"})
     train, valid, test = split(table, args, fold, seed)
     images = resize(cache_images(cache), tuple(args.size))
-    callbacks = [
+    callbacks = [WeightAverage(args.ema)] if args.ema else []
+    callbacks += [
         WriterEER(images[valid["row"].to_numpy()], valid["writer"].to_numpy(), valid["genuine"].to_numpy()),
         EarlyStopping(monitor="valid_eer", patience=args.patience, load_best=True, sink=lambda *a: None),
     ]
@@ -202,6 +203,7 @@ def main():
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=1e-2)
     parser.add_argument("--cosine", action="store_true")
+    parser.add_argument("--ema", type=float, default=0.0, help="judge and keep an EMA of the weights with this decay")
     parser.add_argument("--augment", action="store_true")
     parser.add_argument("--margin", type=float, default=0.2)
     parser.add_argument("--mining", default="batch_hard")

@@ -1,11 +1,12 @@
-"""skorch callbacks for signature embedders: the validation writers' EER, each epoch."""
+"""skorch callbacks for signature embedders: the validation writers' EER each epoch, weight averaging."""
 
 import numpy as np
+import torch
 from skorch.callbacks import Callback
 
 from .metrics import embedding_eer
 
-__all__ = ["WriterEER"]
+__all__ = ["WriterEER", "WeightAverage"]
 
 
 class WriterEER(Callback):
@@ -57,3 +58,50 @@ class WriterEER(Callback):
         memo[id(self)] = twin
         twin.__dict__.update(self.__dict__)
         return twin
+
+
+class WeightAverage(Callback):
+    """Judge and keep an exponential moving average of the network's weights, not its last step.
+
+    After every training batch the average moves towards the current weights by ``1 - decay``.
+    At the end of each epoch the averaged weights are put into the network, so that the callbacks
+    after this one in the list (:class:`WriterEER`, ``EarlyStopping(load_best=True)``) score and
+    keep them; at the start of the next epoch training resumes from its own weights. The average
+    smooths the epoch-to-epoch swings of a small validation set and damps the last steps of a
+    network that has begun to memorise its training writers. Batch-norm statistics are the
+    current ones.
+
+    Parameters
+    ----------
+    decay : float, default=0.98
+        Weight of the old average at each batch; ``1 / (1 - decay)`` batches is its horizon.
+    """
+
+    def __init__(self, decay=0.98):
+        self.decay = decay
+
+    def on_train_begin(self, net, **kwargs):
+        self.average_ = {name: p.detach().clone() for name, p in net.module_.named_parameters()}
+        self.own_ = None
+
+    def on_epoch_begin(self, net, **kwargs):
+        if self.own_ is not None:
+            self._load(net, self.own_)
+            self.own_ = None
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if not training:
+            return
+        with torch.no_grad():
+            for name, p in net.module_.named_parameters():
+                self.average_[name].lerp_(p.detach(), 1.0 - self.decay)
+
+    def on_epoch_end(self, net, **kwargs):
+        self.own_ = {name: p.detach().clone() for name, p in net.module_.named_parameters()}
+        self._load(net, self.average_)
+
+    @staticmethod
+    def _load(net, weights):
+        with torch.no_grad():
+            for name, p in net.module_.named_parameters():
+                p.copy_(weights[name])

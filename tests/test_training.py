@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
-from skorch.callbacks import EarlyStopping
+from skorch.callbacks import Callback, EarlyStopping
 
 from sigest import PreprocessImage, SiameseEmbedder, embedding_targets
 from sigest.cache import cache_images, cache_preprocessor, load_cache, prepare_cache
-from sigest.callbacks import WriterEER
+from sigest.callbacks import WeightAverage, WriterEER
 from sigest.datasets import load_signatures, save_signatures
 from sigest.metrics import embedding_eer, within_writer_pairs
 from sigest.nn import ProxyAnchorLoss, SignatureAugment, get_loss
@@ -176,3 +176,43 @@ def test_early_stopping_is_a_normal_end_and_ctrl_c_is_not(images_and_targets, sm
     monkeypatch.setattr(WriterEER, "on_epoch_end", interrupt)
     with pytest.raises(KeyboardInterrupt, match="interrupted after 1 epoch"):
         train_siamese_model(table, max_epochs=30, **kwargs)
+
+
+class _WeightsSeen(Callback):
+    """Records, at each epoch's start and end, the network's weights and a WeightAverage's own and average ones."""
+
+    def __init__(self, average):
+        self.average = average
+        self.seen = []
+
+    def _copy(self, weights):
+        return [w.detach().clone() for w in weights]
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.seen.append({"net": self._copy(net.module_.parameters())})
+
+    def on_epoch_end(self, net, **kwargs):
+        self.seen.append({"net": self._copy(net.module_.parameters()),
+                          "own": self._copy(self.average.own_.values()),
+                          "average": self._copy(self.average.average_.values())})
+
+
+def _same(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_weight_average_is_judged_at_epoch_end_while_training_goes_on_from_its_own_weights(images_and_targets):
+    images, writers, genuine = images_and_targets
+    y = embedding_targets(writers, genuine)
+    average = WeightAverage(decay=0.9)
+    spy = _WeightsSeen(average)
+    net = tiny_net(max_epochs=2, writers_per_batch=4, samples_per_writer=2, train_split=None, verbose=0,
+                   callbacks=[average, spy]).fit(images, y)
+    begin_1, end_1, begin_2, end_2 = spy.seen
+    assert _same(end_1["net"], end_1["average"]) and not _same(end_1["net"], end_1["own"])  # judged: the average
+    assert _same(begin_2["net"], end_1["own"])  # the next epoch trains on from its own weights
+    assert _same(net.module_.parameters(), end_2["average"])  # the fitted net keeps the last average
+    last = WeightAverage(decay=0.0)  # decay 0: the average is the last step, nothing changes
+    net = tiny_net(max_epochs=1, writers_per_batch=4, samples_per_writer=2, train_split=None, verbose=0,
+                   callbacks=[last]).fit(images, y)
+    assert _same(last.own_.values(), net.module_.parameters())
