@@ -46,6 +46,18 @@ def _select_writers(table, writers):
     return table[table["writer"].astype(str).isin(writers)]
 
 
+def _sampling_setup(table, writers, random_state):
+    """The table (restricted to ``writers``), its item column and the random state a sampler draws with."""
+    table = _select_writers(_as_table(table), writers)
+    return table, _item_column(table), check_random_state(random_state)
+
+
+def _writers_genuine(table, column):
+    """Each writer's name, rows and genuine items, writers in sorted order."""
+    for writer, group in table.groupby("writer", sort=True):
+        yield writer, group, group.loc[group["genuine"], column].tolist()
+
+
 def _check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
@@ -179,12 +191,9 @@ def make_pairs(
     """
     _check_choice("protocol", protocol, ("exhaustive", "balanced"))
     _check_choice("forgeries", forgeries, _NEGATIVES)
-    table = _select_writers(_as_table(table), writers)
-    column = _item_column(table)
-    rng = check_random_state(random_state)
+    table, column, rng = _sampling_setup(table, writers, random_state)
     rows = []
-    for writer, group in table.groupby("writer", sort=True):
-        genuine = group.loc[group["genuine"], column].tolist()
+    for writer, group, genuine in _writers_genuine(table, column):
         skilled = group.loc[~group["genuine"], column].tolist()
         others = table.loc[(table["writer"] != writer) & table["genuine"], column].tolist()
         positive = list(combinations(genuine, 2))
@@ -235,12 +244,9 @@ def make_reference_sets(table, k, *, writers=None, random_state=None):
     """
     if int(k) != k or k < 1:
         raise ValueError(f"k must be a positive number of references, got {k!r}")
-    table = _select_writers(_as_table(table), writers)
-    column = _item_column(table)
-    rng = check_random_state(random_state)
+    table, column, rng = _sampling_setup(table, writers, random_state)
     rows = []
-    for writer, group in table.groupby("writer", sort=True):
-        genuine = group.loc[group["genuine"], column].tolist()
+    for writer, group, genuine in _writers_genuine(table, column):
         if len(genuine) <= k:
             continue
         order = rng.permutation(len(genuine))
