@@ -1,8 +1,8 @@
 """Build the shipped ``sigest-base`` model file from a network trained by ``recipe.py --folds -1 --save``.
 
 The network was trained on every writer of the cache but its validation writers; here the pair head,
-its threshold and the distance-ratio voter are fitted on those validation writers (never trained
-on), and the pipeline is written in the safe format::
+its threshold and the distance-ratio voter (comparing ink too when the cache holds ink amounts) are
+fitted on those validation writers (never trained on), and the pipeline is written in the safe format::
 
     python benchmarks/export_pretrained.py RUN.pt CACHE.npz sigest/weights/sigest-base.safetensors
 """
@@ -39,7 +39,7 @@ def main():
     images = cache_images(cache)
     verifier = fit_pair_head(net, valid, images, random_state=0)
     model = verifier_pipeline(cache_preprocessor(cache, n_jobs=None), verifier)
-    model.reference_voter_ = fit_reference_voter(verifier, valid, images, random_state=0)
+    model.reference_voter_ = fit_reference_voter(verifier, valid, images, ink=cache.ink, random_state=0)
     info = {"train_writers": run["train_writers"], "valid_writers": run["valid_writers"],
             "recipe": {k: settings[k] for k in ("backbone", "dim", "attention", "size", "epochs", "patience", "lr",
                                                 "weight_decay", "margin", "mining", "loss", "p", "k_per_writer")},

@@ -8,9 +8,11 @@ for checkpoint selection (EER each epoch) and for the decision threshold, trains
 - EER with one global threshold (the number papers print) and with per-writer thresholds, AUC,
   on every genuine/genuine and genuine/skilled pair of each test writer (embedding distance);
 - with k=5 references per writer, the questioned signature's mean distance to them, raw and
-  normalised by the references' own mutual distance: EER, and FRR / FAR skilled / FAR random /
-  accuracy at the threshold chosen on the validation writers (the honest number) beside the
-  accuracy at the test-oracle EER threshold.
+  normalised by the references' own mutual distance, and (with a cache that holds ink amounts)
+  the normalised score combined with the ink difference by a logistic regression fitted on the
+  validation writers (``VotingVerifier(compare_ink=True)``): EER, and FRR / FAR skilled /
+  FAR random / accuracy at the threshold chosen on the validation writers (the honest number)
+  beside the accuracy at the test-oracle EER threshold.
 
 Usage::
 
@@ -27,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
 from skorch.callbacks import EarlyStopping, LRScheduler
 
 from sigest.cache import cache_images, load_cache
@@ -34,6 +37,7 @@ from sigest.callbacks import WeightAverage, WriterEER
 from sigest.embedder import SiameseEmbedder, embedding_targets
 from sigest.metrics import equal_error_rate, far_frr, per_writer_eer, roc_auc, within_writer_pairs
 from sigest.nn import ProxyAnchorLoss, SignatureAugment
+from sigest.verification import VotingVerifier
 
 
 def writer_folds(table, n_folds, seed=12345):
@@ -65,8 +69,9 @@ def split(table, args, fold, seed):
     return rest[~in_valid], rest[in_valid], test
 
 
-def reference_scores(E, table, k, rng):
-    """Per questioned signature: mean distance to k references, and that distance over the refs' spread."""
+def reference_scores(E, table, k, rng, ink=None):
+    """Per questioned signature: mean distance to k references, that distance over the refs' spread, and
+    (with ``ink``, the cache's ink amounts) the ink difference of :meth:`VotingVerifier.ink_difference`."""
     rows = []
     for writer, group in table.groupby("writer"):
         genuine = group.loc[group["genuine"], "row"].to_numpy()
@@ -81,8 +86,22 @@ def reference_scores(E, table, k, rng):
         for kind, items in (("genuine", others), ("skilled", skilled), ("random", randoms)):
             for q in items:
                 d = float(np.linalg.norm(E[refs] - E[q], axis=1).mean())
-                rows.append((writer, kind, -d, -d / spread))
-    return pd.DataFrame(rows, columns=["writer", "kind", "raw", "normalised"])
+                ink_diff = np.nan if ink is None else VotingVerifier.ink_difference([[ink[q], *ink[refs]]])[0]
+                rows.append((writer, kind, -d, -d / spread, ink_diff))
+    return pd.DataFrame(rows, columns=["writer", "kind", "raw", "normalised", "ink_diff"])
+
+
+def add_ink_score(votes, calibrator):
+    """The ``normalised_ink`` column: the log ratio and the ink difference through ``calibrator``."""
+    features = np.column_stack([np.log(-votes["normalised"]), votes["ink_diff"]])
+    return votes.assign(normalised_ink=calibrator.decision_function(features))
+
+
+def ink_calibrator(valid_votes):
+    """A logistic regression on (log ratio, ink difference), genuine vs skilled, as ``compare_ink`` fits it."""
+    skilled = valid_votes[valid_votes["kind"] != "random"]
+    features = np.column_stack([np.log(-skilled["normalised"]), skilled["ink_diff"]])
+    return LogisticRegression().fit(features, skilled["kind"] == "genuine")
 
 
 def threshold_report(scores, kinds, threshold):
@@ -94,7 +113,7 @@ def threshold_report(scores, kinds, threshold):
     return frr, far_s, far_r, acc
 
 
-def measure(E, test, valid_votes, rng, k):
+def measure(E, test, valid_votes, rng, k, ink=None, calibrator=None):
     """Metrics of one test data set."""
     first, second, label = within_writer_pairs(test["writer"].to_numpy(), test["genuine"].to_numpy())
     rows = test["row"].to_numpy()
@@ -104,9 +123,13 @@ def measure(E, test, valid_votes, rng, k):
         "EER_writer": per_writer_eer(label, score, test["writer"].to_numpy()[first]),
         "AUC": roc_auc(label, score),
     }
-    votes = reference_scores(E, test, k, rng)
+    votes = reference_scores(E, test, k, rng, ink)
+    columns = ("raw", "normalised")
+    if calibrator is not None:
+        votes, valid_votes, columns = add_ink_score(votes, calibrator), add_ink_score(valid_votes, calibrator), \
+            (*columns, "normalised_ink")
     kinds = votes["kind"].to_numpy()
-    for column in ("raw", "normalised"):
+    for column in columns:
         skilled = kinds != "random"
         eer, oracle = equal_error_rate(kinds[skilled] == "genuine", votes[column].to_numpy()[skilled])
         vkinds = valid_votes["kind"].to_numpy()
@@ -167,16 +190,18 @@ def run(cache, args, fold, seed):
             role[part["row"].to_numpy()] = name
         np.savez_compressed(args.save_embeddings.format(fold=fold, seed=seed), embeddings=E,
                             writer=table["writer"].to_numpy().astype(str), genuine=table["genuine"].to_numpy(),
-                            dataset=table["dataset"].to_numpy().astype(str), role=role.astype(str))
+                            dataset=table["dataset"].to_numpy().astype(str), role=role.astype(str),
+                            **({} if cache.ink is None else {"ink": cache.ink}))
     rng = np.random.RandomState(seed)
-    valid_votes = reference_scores(E, valid, args.k, rng)
+    valid_votes = reference_scores(E, valid, args.k, rng, cache.ink)
+    calibrator = None if cache.ink is None else ink_calibrator(valid_votes)
     if args.save:
         torch.save({"state_dict": {k: v.cpu() for k, v in net.module_.state_dict().items()}, "args": vars(args),
                     "train_writers": sorted(train["writer"].unique()), "valid_writers": sorted(valid["writer"].unique()),
                     "history": [{k: v for k, v in e.items() if k != "batches"} for e in net.history]}, args.save)
     results = []
     for dataset, group in test.groupby("dataset"):
-        m = measure(E, group, valid_votes, rng, args.k)
+        m = measure(E, group, valid_votes, rng, args.k, cache.ink, calibrator)
         results.append({"fold": fold, "seed": seed, "test": dataset, "n_train_writers": train["writer"].nunique(),
                         "n_test_writers": group["writer"].nunique(), "epochs": len(net.history), "best_epoch": best,
                         "valid_eer": float(np.nanmin(net.history[:, "valid_eer"])), "train_s": seconds,
@@ -234,11 +259,16 @@ def main():
                       f"{100 * r[f'k{args.k}_raw_EER']:5.2f} acc {100 * r[f'k{args.k}_raw_acc']:5.2f}/"
                       f"{100 * r[f'k{args.k}_raw_acc_oracle']:5.2f} | norm EER {100 * r[f'k{args.k}_normalised_EER']:5.2f} "
                       f"acc {100 * r[f'k{args.k}_normalised_acc']:5.2f}/{100 * r[f'k{args.k}_normalised_acc_oracle']:5.2f}"
-                      f" | best ep {r['best_epoch']}/{r['epochs']} {r['train_s']:.0f}s {r['images_per_s']:.0f} img/s",
+                      + (f" | +ink EER {100 * r[f'k{args.k}_normalised_ink_EER']:5.2f} acc "
+                         f"{100 * r[f'k{args.k}_normalised_ink_acc']:5.2f}/{100 * r[f'k{args.k}_normalised_ink_acc_oracle']:5.2f}"
+                         if f"k{args.k}_normalised_ink_EER" in r else "")
+                      + f" | best ep {r['best_epoch']}/{r['epochs']} {r['train_s']:.0f}s {r['images_per_s']:.0f} img/s",
                       flush=True)
     frame = pd.DataFrame(rows)
-    summary = frame.groupby("test")[["EER", "EER_writer", "AUC", f"k{args.k}_raw_EER", f"k{args.k}_normalised_EER",
-                                     f"k{args.k}_raw_acc", f"k{args.k}_normalised_acc"]].agg(["mean", "std"])
+    columns = [c for c in ("EER", "EER_writer", "AUC", *(f"k{args.k}_{v}_{m}" for m in ("EER", "acc")
+                                                            for v in ("raw", "normalised", "normalised_ink")))
+               if c in frame.columns]
+    summary = frame.groupby("test")[columns].agg(["mean", "std"])
     print(args.tag, "mean/std over runs\n", (summary * 1).round(4).to_string())
     if args.out:
         frame.to_csv(args.out, mode="a", header=not __import__("os").path.exists(args.out), index=False)

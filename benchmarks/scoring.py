@@ -17,7 +17,10 @@ genuine:
   genuine signatures: the mean distance standardised by the distances of the references and of
   the questioned signature to their ``--top`` closest cohort signatures;
 - ``wd_logistic``: a writer-dependent logistic regression per writer, the k references against the
-  cohort as negatives (the writer-dependent classifiers of SigNet, on the learned embedding).
+  cohort as negatives (the writer-dependent classifiers of SigNet, on the learned embedding);
+- ``ratio_ink`` (files that hold the images' ink amounts): ``log ratio`` and the ink difference of
+  :meth:`sigest.VotingVerifier.ink_difference` combined by a logistic regression fitted on the
+  validation writers' genuine and skilled rows (``VotingVerifier(compare_ink=True)``).
 
 Per rule and test data set: EER on genuine vs skilled forgeries with one global threshold, and the
 accuracy at the threshold chosen on the validation writers (scored the same way) beside the
@@ -33,6 +36,7 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 from sigest.metrics import equal_error_rate
+from sigest.verification import VotingVerifier
 
 RULES = ("raw", "nearest", "ratio", "nearest_ratio", "centroid_ratio", "znorm", "cohort", "wd_logistic")
 
@@ -92,8 +96,23 @@ def score_role(data, role, k, rng, top, cohort_size):
         questioned = np.concatenate([others, skilled, randoms])
         kinds = ["genuine"] * len(others) + ["skilled"] * len(skilled) + ["random"] * len(randoms)
         scores = score_writer(E[refs], E[questioned], cohort, top)
+        if "ink" in data:
+            ink = data["ink"]
+            scores["ink_diff"] = VotingVerifier.ink_difference(np.column_stack([ink[questioned],
+                                                                                np.tile(ink[refs], (len(questioned), 1))]))
         rows.append(pd.DataFrame({"writer": w, "dataset": data["dataset"][questioned], "kind": kinds, **scores}))
     return pd.concat(rows, ignore_index=True)
+
+
+def add_ratio_ink(test, valid):
+    """The ``ratio_ink`` rule on both tables, its logistic regression fitted on ``valid``'s genuine/skilled rows."""
+    def features(frame):
+        return np.column_stack([np.log(-frame["ratio"]), frame["ink_diff"]])
+
+    skilled = valid[valid["kind"] != "random"]
+    calibrator = LogisticRegression().fit(features(skilled), skilled["kind"] == "genuine")
+    return (test.assign(ratio_ink=calibrator.decision_function(features(test))),
+            valid.assign(ratio_ink=calibrator.decision_function(features(valid))))
 
 
 def accuracy(scores, kinds, threshold):
@@ -105,11 +124,12 @@ def accuracy(scores, kinds, threshold):
 def evaluate(test, valid):
     """Per test data set and rule: EER, honest and oracle accuracy."""
     out = []
+    rules = RULES + (("ratio_ink",) if "ratio_ink" in test else ())
     vmask = valid["kind"].to_numpy() != "random"
     for dataset, group in test.groupby("dataset"):
         kinds = group["kind"].to_numpy()
         mask = kinds != "random"
-        for rule in RULES:
+        for rule in rules:
             scores = group[rule].to_numpy()
             eer, oracle = equal_error_rate(kinds[mask] == "genuine", scores[mask])
             chosen = equal_error_rate(valid["kind"].to_numpy()[vmask] == "genuine", valid[rule].to_numpy()[vmask])[1]
@@ -133,6 +153,8 @@ def main():
             rng = np.random.RandomState(draw)
             valid = score_role(data, "valid", args.k, rng, args.top, args.cohort)
             test = score_role(data, "test", args.k, rng, args.top, args.cohort)
+            if "ink" in data:
+                test, valid = add_ratio_ink(test, valid)
             rows += [{"file": path, "draw": draw, **r} for r in evaluate(test, valid)]
     frame = pd.DataFrame(rows)
     per_file = frame.groupby(["test", "rule", "file"])[["EER", "acc", "acc_oracle"]].mean()

@@ -50,15 +50,17 @@ def prepare_cache(table, path, *, preprocessor=None, chunk_size=256, progress=Tr
     if not len(table):
         raise ValueError("the signature table is empty")
     paths = table["path"].tolist()
-    chunks = []
+    chunks, inks = [], []
     for start in tqdm(range(0, len(paths), chunk_size), desc="preprocessing", unit="chunk", disable=not progress):
-        images = preprocessor.transform(paths[start : start + chunk_size])[:, 0]
-        chunks.append(np.round(images * 255).astype(np.uint8))
+        images, ink = preprocessor.transform_with_ink(paths[start : start + chunk_size])
+        chunks.append(np.round(images[:, 0] * 255).astype(np.uint8))
+        inks.append(ink)
     dataset = table["dataset"] if "dataset" in table.columns else pd.Series("", index=table.index)
     buffer = io.BytesIO()
     np.savez_compressed(
         buffer,
         images=np.concatenate(chunks),
+        ink=np.concatenate(inks),
         path=np.asarray(paths, dtype=str),
         writer=table["writer"].astype(str).to_numpy(dtype=str),
         genuine=table["genuine"].to_numpy(dtype=bool),
@@ -84,6 +86,9 @@ def load_cache(path):
         ``images``: ndarray of shape (n_images, H, W), uint8 (ink bright);
         ``table``: pandas.DataFrame with ``path``, ``writer``, ``genuine``, ``dataset`` and ``index``
         (the row of ``images``);
+        ``ink``: ndarray of shape (n_images,), each image's ink pixels at its own resolution
+        (:meth:`~sigest.preprocessing.PreprocessImage.transform_with_ink`), or None in a cache
+        written before sigest kept it;
         ``preprocessor``: dict, the preprocessing's class name and parameters.
     """
     path = Path(path)
@@ -92,13 +97,14 @@ def load_cache(path):
     try:
         with np.load(path, allow_pickle=False) as data:
             images = data["images"]
+            ink = data["ink"] if "ink" in data.files else None
             table = pd.DataFrame({column: data[column] for column in _COLUMNS})
             preprocessor = json.loads(str(data["preprocessor"]))
     except (ValueError, KeyError, OSError) as exc:
         raise ValueError(f"{path} is not a sigest cache ({type(exc).__name__}: {exc})") from None
     table["writer"] = table["writer"].astype(object)
     table["index"] = np.arange(len(table))
-    return Bunch(images=images, table=table, preprocessor=preprocessor)
+    return Bunch(images=images, ink=ink, table=table, preprocessor=preprocessor)
 
 
 def cache_images(cache, index=None):

@@ -55,7 +55,7 @@ def _load_model(spec):
 
 
 def _read_data(sources, size=None):
-    """A signature table (and its preprocessed images, or None) from data folders or one cache file."""
+    """A signature table and, from one cache file, ``train_verifier``'s ``images``/``ink``/``preprocessor`` (else {})."""
     from .datasets import load_signatures
 
     if len(sources) == 1 and Path(sources[0]).suffix == ".npz":
@@ -66,15 +66,16 @@ def _read_data(sources, size=None):
         if size is not None and tuple(size) != preprocessor.size:
             raise CommandError(f"{sources[0]} holds {preprocessor.size[0]}x{preprocessor.size[1]} images, "
                                f"not the {size[0]}x{size[1]} asked for with --size")
-        return cache.table.drop(columns="index"), cache_images(cache), preprocessor
-    return load_signatures(sources[0] if len(sources) == 1 else sources), None, None
+        return cache.table.drop(columns="index"), {"images": cache_images(cache), "ink": cache.ink,
+                                                   "preprocessor": preprocessor}
+    return load_signatures(sources[0] if len(sources) == 1 else sources), {}
 
 
-def _train(args, table, images=None, preprocessor=None):
+def _train(args, table, cached=None):
     from .training import train_verifier
 
     init = _load_model(args.init) if getattr(args, "init", None) else None
-    return train_verifier(table, images=images, preprocessor=preprocessor, init=init, valid_writers=args.valid_size,
+    return train_verifier(table, **(cached or {}), init=init, valid_writers=args.valid_size,
                           size=tuple(args.size or DEFAULT_SIZE), backbone=args.backbone, max_epochs=args.epochs,
                           device=args.device,
                           random_state=args.seed, progress=not args.quiet, lr=args.lr)
@@ -111,12 +112,13 @@ def cmd_train(args):
     from .datasets import split_writers
 
     check_output_file(args.out)
-    table, images, preprocessor = _read_data(args.data, args.size)
+    table, cached = _read_data(args.data, args.size)
     if args.test_writers:
         keep = ~table["writer"].isin(args.test_writers).to_numpy()
         table, _ = split_writers(table, test_writers=args.test_writers)  # refuses writers not in the data
-        images = None if images is None else images[keep]
-    model = _train(args, table, images, preprocessor)
+        cached = {name: value if value is None or name == "preprocessor" else value[keep]
+                  for name, value in cached.items()}
+    model = _train(args, table, cached)
     replaced = Path(args.out).exists()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     _save_model(model, args.out, info={"writers": sorted(table["writer"].unique()), "data": list(args.data)})

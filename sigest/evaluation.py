@@ -14,10 +14,16 @@ from .verification import VotingVerifier, _embeds
 __all__ = ["score_pairs", "choose_threshold", "threshold_metrics", "voting_scores", "evaluate", "format_report"]
 
 
-def _preprocessed(model, items):
-    """Preprocess each distinct item once: (array of shape (n_unique, 1, H, W), item -> row index)."""
+def _preprocessed(model, items, with_ink=False):
+    """Preprocess each distinct item once: (array of shape (n_unique, 1, H, W), item -> row index).
+
+    With ``with_ink``: (images, ink amounts of shape (n_unique,), item -> row index).
+    """
     unique = list(dict.fromkeys(items))
-    return model[:-1].transform(unique), {item: i for i, item in enumerate(unique)}
+    index = {item: i for i, item in enumerate(unique)}
+    if with_ink:
+        return (*model[0].transform_with_ink(unique), index)
+    return model[:-1].transform(unique), index
 
 
 def score_pairs(model, references, questioned):
@@ -89,10 +95,16 @@ def voting_scores(model, table, k, *, voting="soft", random_state=0):
         return pd.DataFrame(columns=["writer", "label", "score"])
     rows = sets[["questioned", *(f"ref_{i}" for i in range(1, k + 1))]].to_numpy().tolist()
     labels, writers = sets["label"].to_numpy(), sets["writer"].to_numpy()
-    images, index = _preprocessed(model, [item for row in rows for item in row])
-    X = images[np.array([[index[item] for item in row] for row in rows])]
-    if voting == "normalized" and getattr(model, "reference_voter_", None) is not None:
-        score = model.reference_voter_.predict_proba(X)[:, 1]
+    voter = getattr(model, "reference_voter_", None) if voting == "normalized" else None
+    items = [item for row in rows for item in row]
+    if voter is not None and voter.compare_ink:
+        images, ink, index = _preprocessed(model, items, with_ink=True)
+    else:
+        (images, index), ink = _preprocessed(model, items), None
+    at = np.array([[index[item] for item in row] for row in rows])
+    X = images[at]
+    if voter is not None:
+        score = voter.predict_proba(X, ink=None if ink is None else ink[at])[:, 1]
     elif voting == "normalized":
         score = -VotingVerifier(FrozenEstimator(model[-1])).fit(X[:1], [1]).distance_ratio(X)
     else:

@@ -109,7 +109,8 @@ def save(model, path, *, info=None):
     }
     if voter is not None:
         document["reference_voter"] = {"voting": voter.voting, "threshold": float(voter.threshold),
-                                       "n_references": int(voter.n_references_)}
+                                       "n_references": int(voter.n_references_),
+                                       "compare_ink": bool(voter.compare_ink)}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
@@ -206,7 +207,8 @@ def _fitted_logistic(coef, intercept, classes, C=1.0):
 
 def _reference_voter(verifier, spec, tensors):
     """The fitted distance-ratio :class:`VotingVerifier` a file describes, around the loaded verifier."""
-    voter = VotingVerifier(FrozenEstimator(verifier), voting=spec["voting"], threshold=spec["threshold"])
+    voter = VotingVerifier(FrozenEstimator(verifier), voting=spec["voting"], threshold=spec["threshold"],
+                           compare_ink=spec.get("compare_ink", False))
     voter.estimator_ = FrozenEstimator(verifier)
     voter.calibrator_ = _fitted_logistic(tensors["voter.coef"], tensors["voter.intercept"], [0, 1])
     voter.classes_ = np.array([0, 1])

@@ -205,7 +205,7 @@ def fit_pair_head(embedder, valid, images, *, n_per_writer=40, random_state=0):
     return verifier.set_params(threshold=threshold)
 
 
-def fit_reference_voter(verifier, valid, images, *, k=5, n_per_writer=12, random_state=0):
+def fit_reference_voter(verifier, valid, images, *, ink=None, k=5, n_per_writer=12, random_state=0):
     """The distance-ratio voter over ``k`` references, calibrated on writers the embedder never trained on.
 
     Parameters
@@ -216,6 +216,9 @@ def fit_reference_voter(verifier, valid, images, *, k=5, n_per_writer=12, random
         Signature table of the validation writers.
     images : ndarray of shape (n_images, 1, H, W)
         Preprocessed images; ``valid["_row"]`` (or, without that column, ``valid.index``) indexes them.
+    ink : ndarray of shape (n_images,) or None, default=None
+        The images' ink amounts (:meth:`~sigest.preprocessing.PreprocessImage.transform_with_ink`);
+        given, the voter also compares ink (``compare_ink=True``).
     k : int, default=5
         References per questioned signature in the calibration rows.
     n_per_writer : int, default=12
@@ -235,13 +238,15 @@ def fit_reference_voter(verifier, valid, images, *, k=5, n_per_writer=12, random
     sets = make_reference_sets(valid[["writer", "genuine"]].assign(path=valid["_row"].to_numpy()), k,
                                random_state=random_state)
     sets = sets.sample(frac=1.0, random_state=random_state).groupby(["writer", "label"]).head(n_per_writer)
-    X = images[sets[["questioned", *(f"ref_{i}" for i in range(1, k + 1))]].to_numpy(dtype=int)]
+    rows = sets[["questioned", *(f"ref_{i}" for i in range(1, k + 1))]].to_numpy(dtype=int)
+    X, row_ink = images[rows], (None if ink is None else np.asarray(ink)[rows])
     labels = sets["label"].to_numpy()
-    voter = VotingVerifier(FrozenEstimator(verifier), voting="normalized").fit(X, labels)
-    return voter.set_params(threshold=choose_threshold(labels, voter.predict_proba(X)[:, 1]))
+    voter = VotingVerifier(FrozenEstimator(verifier), voting="normalized", compare_ink=ink is not None)
+    voter.fit(X, labels, ink=row_ink)
+    return voter.set_params(threshold=choose_threshold(labels, voter.predict_proba(X, ink=row_ink)[:, 1]))
 
 
-def train_verifier(table, *, images=None, preprocessor=None, valid_writers=0.15, size=(150, 220),
+def train_verifier(table, *, images=None, ink=None, preprocessor=None, valid_writers=0.15, size=(150, 220),
                    backbone="resnet_tiny", max_epochs=40, patience=8, lr=3e-3, writers_per_batch=32,
                    samples_per_writer=8, progress=True, random_state=0, init=None, **embedder_params):
     """Train the full verifier writer-independently and choose its threshold on validation writers.
@@ -268,6 +273,9 @@ def train_verifier(table, *, images=None, preprocessor=None, valid_writers=0.15,
     images : ndarray of shape (n_images, 1, H, W) or None, default=None
         The table's images already preprocessed by ``preprocessor``, row for row (a cache);
         None preprocesses them here, once.
+    ink : ndarray of shape (n_images,) or None, default=None
+        With ``images``, their ink amounts (a cache's ``ink``); the voter then compares ink.
+        Measured here when ``images`` is None.
     preprocessor : PreprocessImage or None, default=None
         The pipeline's preprocessing; None uses ``PreprocessImage(size)``.
     valid_writers : float, int or sequence of str, default=0.15
@@ -292,8 +300,8 @@ def train_verifier(table, *, images=None, preprocessor=None, valid_writers=0.15,
     -------
     pipeline : sklearn.pipeline.Pipeline
         Fitted ``preprocess -> verifier`` with ``verifier__threshold`` set, and
-        ``pipeline.reference_voter_``, a fitted ``VotingVerifier(voting="normalized")`` over the
-        verifier that takes preprocessed rows (questioned, ref_1, ..., ref_k), k >= 2 (left out,
+        ``pipeline.reference_voter_``, a fitted ``VotingVerifier(voting="normalized")`` (with
+        ``compare_ink`` when the ink amounts are known) over the verifier that takes preprocessed rows (questioned, ref_1, ..., ref_k), k >= 2 (left out,
         with a warning, when no validation writer has 3 genuine signatures and a skilled forgery).
     """
     check_writers(table)
@@ -306,7 +314,7 @@ def train_verifier(table, *, images=None, preprocessor=None, valid_writers=0.15,
                              f"{tuple(init[0].size)}")
     preprocessor = PreprocessImage(size) if preprocessor is None else preprocessor
     if images is None:
-        images = preprocessor.transform(_items(table))
+        images, ink = preprocessor.transform_with_ink(_items(table))
     table = _with_rows(table)
     train, valid = _split(table, valid_writers, random_state)
     embedder = train_siamese_model(table, images=images, valid_writers=list(valid["writer"].unique()),
@@ -320,7 +328,8 @@ def train_verifier(table, *, images=None, preprocessor=None, valid_writers=0.15,
     counts = counts[counts["size"] > counts["sum"]]  # writers with a skilled forgery
     k = min(5, int(counts["sum"].max()) - 1) if len(counts) else 0
     if k >= 2:
-        pipeline.reference_voter_ = fit_reference_voter(verifier, valid, images, k=k, random_state=random_state)
+        pipeline.reference_voter_ = fit_reference_voter(verifier, valid, images, ink=ink, k=k,
+                                                        random_state=random_state)
     else:
         warnings.warn("no validation writer has 3 genuine signatures and a skilled forgery: the distance-ratio "
                       "voter (pipeline.reference_voter_) is left out", stacklevel=2)

@@ -50,16 +50,20 @@ def test_the_distance_ratio_voter_round_trips(fitted, small_signatures, tmp_path
 
     model, _ = fitted
     table = small_signatures.table
-    images = model[0].transform(list(table["image"]))
-    model.reference_voter_ = fit_reference_voter(model[-1], table, images, k=3)
-    try:
-        path = save(model, tmp_path / "voter.safetensors")
-    finally:
-        voter = model.__dict__.pop("reference_voter_")  # the shared fixture stays as it was
-    twin = load(path, device="cpu").reference_voter_
-    assert twin.voting == "normalized" and twin.n_references_ == 3 and twin.threshold == voter.threshold
-    rows = images[np.array([[3, 0, 1, 2], [9, 0, 1, 2], [4, 5, 6, 7]])]
-    np.testing.assert_allclose(twin.predict_proba(rows), voter.predict_proba(rows), rtol=1e-5, atol=1e-6)
+    images, ink = model[0].transform_with_ink(list(table["image"]))
+    at = np.array([[3, 0, 1, 2], [9, 0, 1, 2], [4, 5, 6, 7]])
+    for with_ink in (None, ink):
+        model.reference_voter_ = fit_reference_voter(model[-1], table, images, ink=with_ink, k=3)
+        try:
+            path = save(model, tmp_path / "voter.safetensors")
+        finally:
+            voter = model.__dict__.pop("reference_voter_")  # the shared fixture stays as it was
+        twin = load(path, device="cpu").reference_voter_
+        assert twin.voting == "normalized" and twin.n_references_ == 3 and twin.threshold == voter.threshold
+        assert twin.compare_ink == voter.compare_ink == (with_ink is not None)
+        row_ink = None if with_ink is None else ink[at]
+        np.testing.assert_allclose(twin.predict_proba(images[at], ink=row_ink),
+                                   voter.predict_proba(images[at], ink=row_ink), rtol=1e-5, atol=1e-6)
     assert "reference_voter" not in read_metadata(save(model, tmp_path / "plain.safetensors"))
 
 

@@ -109,6 +109,40 @@ def test_steps_can_be_switched_off(ink_page):
         PreprocessImage(size=(4, 4)).fit([ink_page])
 
 
+def _bar_page(height, width):
+    page = np.full((200, 300), 245, np.uint8)
+    page[20:20 + height, 30:30 + width] = 30
+    return page
+
+
+def test_canvas_keeps_relative_size_and_fitting_forgets_it():
+    """On one canvas a signature twice as large comes out twice as large; fitted, both fill the image."""
+    small, large = _bar_page(10, 60), _bar_page(20, 120)
+    for cls in (PreprocessImage, TestPreprocessImage):
+        on_canvas = cls(size=(60, 120), canvas=(60, 240), n_jobs=2).transform([small, large] * 8)
+        extent = [(image[0] > 0.5).sum(axis=1).max() for image in on_canvas[:2]]
+        assert extent == [30, 60]  # 60 and 120 source pixels, halved from a 240-wide canvas
+        fitted = cls(size=(60, 120)).transform([small, large])
+        assert [(image[0] > 0.5).sum(axis=1).max() for image in fitted] == [120, 120]
+    # a signature larger than the canvas is shrunk to fit it whole
+    too_large = PreprocessImage(size=(60, 120), canvas=(10, 30)).transform([large])
+    assert (too_large[0, 0] > 0.5).sum(axis=1).max() == 120
+    np.testing.assert_array_equal(F.center_on_canvas(np.zeros((2, 4), np.uint8), (4, 6))[1:3, 1:5], 0)
+    with pytest.raises(ValueError, match="canvas"):
+        PreprocessImage(canvas=(0, 10)).fit([small])
+
+
+def test_transform_with_ink_counts_the_ink_on_the_page():
+    small, large = _bar_page(10, 60), _bar_page(20, 120)
+    pre = PreprocessImage(size=(30, 60))
+    images, ink = pre.transform_with_ink([[small, large], [large, small]])
+    np.testing.assert_array_equal(images, pre.transform([[small, large], [large, small]]))
+    assert ink.shape == (2, 2) and ink[0, 0] == ink[1, 1] and ink[0, 1] == ink[1, 0]
+    # the fitted images are alike, the amounts of ink are not: 4 times the area (3x3 median rounds 4 corners)
+    assert ink[0, 0] == 10 * 60 - 4 and ink[0, 1] == 20 * 120 - 4
+    assert TestPreprocessImage(size=(30, 60)).transform_with_ink([small])[1].tolist() == [10 * 60 - 4]
+
+
 def test_rotation_robustness_margin(small_signatures):
     """Rotated inputs come out much closer to the upright output with TestPreprocessImage."""
     size = (64, 128)

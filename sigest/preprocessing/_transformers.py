@@ -87,6 +87,12 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
         Set non-ink pixels to paper white.
     crop : bool, default=True
         Crop to the bounding box of the ink.
+    canvas : tuple of int (height, width) or None, default=None
+        None: the ink's bounding box is scaled to fill ``size``, so every signature comes out
+        as large as it can. A tuple: the cropped signature is centred on a paper canvas of that
+        many source pixels (shrunk to fit only if it is larger), then the canvas is resized, so
+        signatures of one scanner keep their sizes and ink amounts relative to one another
+        (SigNet's normalisation). Choose it to hold nearly every signature at the scans' resolution.
     keep_aspect : bool, default=True
         Pad to the output aspect ratio before resizing, so the signature is not stretched.
     invert : bool, default=True
@@ -119,6 +125,7 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
         "min_speck_size": [Interval(Integral, 0, None, closed="left")],
         "remove_background": ["boolean"],
         "crop": ["boolean"],
+        "canvas": [tuple, list, None],
         "keep_aspect": ["boolean"],
         "invert": ["boolean"],
         "n_jobs": [Integral, None],
@@ -133,6 +140,7 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
         min_speck_size=4,
         remove_background=True,
         crop=True,
+        canvas=None,
         keep_aspect=True,
         invert=True,
         n_jobs=None,
@@ -143,6 +151,7 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
         self.min_speck_size = min_speck_size
         self.remove_background = remove_background
         self.crop = crop
+        self.canvas = canvas
         self.keep_aspect = keep_aspect
         self.invert = invert
         self.n_jobs = n_jobs
@@ -177,6 +186,8 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
     def _check_size(self):
         if len(self.size) != 2 or any(int(s) != s or s < 8 for s in self.size):
             raise ValueError(f"size must be (height, width) of at least 8 pixels each, got {self.size!r}")
+        if self.canvas is not None and (len(self.canvas) != 2 or any(int(s) != s or s < 1 for s in self.canvas)):
+            raise ValueError(f"canvas must be None or (height, width) in pixels, got {self.canvas!r}")
 
     def transform(self, X):
         """Preprocess every image.
@@ -192,6 +203,29 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
         images : ndarray of shape (n, 1, height, width) or (n, k, 1, height, width), float32
             Values in [0, 1]; with ``invert`` ink is bright on a dark background.
         """
+        return self.transform_with_ink(X)[0]
+
+    def transform_with_ink(self, X):
+        """Preprocess every image and measure its amount of ink, in one pass.
+
+        Cropping and resizing make every signature as large as the output, so the preprocessed
+        images no longer tell how much ink each signature holds on the page; a forger's pen,
+        pressure and size often differ from the writer's. :class:`~sigest.VotingVerifier`
+        (``compare_ink=True``) compares this amount with the references'.
+
+        Parameters
+        ----------
+        X : array-like of shape (n,) or (n, k)
+            As in :meth:`transform`.
+
+        Returns
+        -------
+        images : ndarray of shape (n, 1, height, width) or (n, k, 1, height, width), float32
+            As :meth:`transform` returns.
+        ink : ndarray of shape (n,) or (n, k), float64
+            Ink pixels of each image at its own resolution, after denoising, thresholding and
+            speck removal (at least 1).
+        """
         self._validate_params()
         self._check_size()
         items, shape = as_image_items(X)
@@ -200,12 +234,13 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
         else:
             out = Parallel(n_jobs=self.n_jobs, prefer="threads")(delayed(self._preprocess_at)(i, item, shape)
                                                                  for i, item in enumerate(items))
-        return np.stack(out).reshape(*shape, 1, *self.size)
+        images = np.stack([image for image, _ in out]).reshape(*shape, 1, *self.size)
+        return images, np.array([ink for _, ink in out], dtype=np.float64).reshape(shape)
 
     def _preprocess_at(self, index, item, shape):
-        """:meth:`preprocess_one`, its error naming the row (and column) of ``X`` that failed."""
+        """:meth:`preprocess_measured`, its error naming the row (and column) of ``X`` that failed."""
         try:
-            return self.preprocess_one(item)
+            return self.preprocess_measured(item)
         except (ImageReadError, FileNotFoundError) as exc:
             where = f"row {index}" if len(shape) == 1 else f"row {index // shape[1]}, column {index % shape[1]}"
             raise type(exc)(f"{where}: {exc}") from None
@@ -216,6 +251,10 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
 
     def preprocess_one(self, item):
         """Preprocess one image: float32 array of shape (height, width)."""
+        return self.preprocess_measured(item)[0]
+
+    def preprocess_measured(self, item):
+        """Preprocess one image and count its ink pixels: (float32 array (height, width), int)."""
         gray = read_grayscale(item)
         gray = F.median_denoise(gray, self.denoise)
         histogram = F.gray_histogram(gray)
@@ -227,13 +266,16 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
         if not F.has_ink(gray, mask, histogram=histogram):
             name = item if isinstance(item, (str, os.PathLike)) else "image"
             raise ImageReadError(f"{name}: no ink found (blank or uniform image)")
+        ink = max(int(np.count_nonzero(mask)), 1)
         if self.crop:
             gray, mask = F.crop_to_mask(gray, mask), F.crop_to_mask(mask, mask)
         if self.remove_background:
             gray = F.remove_background(gray, mask)
+        if self.canvas is not None:
+            gray = F.center_on_canvas(gray, self.canvas)
         if self.keep_aspect:
             gray = F.pad_to_aspect(gray, self.size[1] / self.size[0])
-        return F.to_float(F.resize(gray, self.size), invert=self.invert)
+        return F.to_float(F.resize(gray, self.size), invert=self.invert), ink
 
     def get_feature_names_out(self, input_features=None):
         """One output 'feature' per sample: the preprocessed image."""
@@ -250,7 +292,7 @@ class TestPreprocessImage(PreprocessImage):
 
     Parameters
     ----------
-    size, denoise, threshold, min_speck_size, remove_background, crop, keep_aspect, invert, n_jobs
+    size, denoise, threshold, min_speck_size, remove_background, crop, canvas, keep_aspect, invert, n_jobs
         As in :class:`PreprocessImage`.
     max_angle : float, default=30.0
         Largest correction in degrees; an ink axis tilted further is left as it is.
@@ -281,6 +323,7 @@ class TestPreprocessImage(PreprocessImage):
         min_speck_size=4,
         remove_background=True,
         crop=True,
+        canvas=None,
         keep_aspect=True,
         invert=True,
         n_jobs=None,
@@ -293,6 +336,7 @@ class TestPreprocessImage(PreprocessImage):
             min_speck_size=min_speck_size,
             remove_background=remove_background,
             crop=crop,
+            canvas=canvas,
             keep_aspect=keep_aspect,
             invert=invert,
             n_jobs=n_jobs,

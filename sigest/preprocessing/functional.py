@@ -150,6 +150,22 @@ def pad_to_aspect(image, aspect, fill=255):
     return np.pad(image, ((top, new_h - height - top), (left, new_w - width - left)), constant_values=fill)
 
 
+def center_on_canvas(image, canvas, fill=255):
+    """Centre ``image`` on a ``fill`` canvas of ``canvas`` = (height, width) pixels.
+
+    An image larger than the canvas is first shrunk, keeping its aspect, until it fits. Every
+    image that fits keeps its size in pixels, so signatures centred on one canvas keep their sizes
+    relative to one another (SigNet's normalisation), which cropping to the ink and resizing loses.
+    """
+    height, width = image.shape
+    fit = min(canvas[0] / height, canvas[1] / width)
+    if fit < 1:
+        height, width = max(1, int(height * fit)), max(1, int(width * fit))
+        image = resize(image, (height, width))
+    top, left = (canvas[0] - height) // 2, (canvas[1] - width) // 2
+    return np.pad(image, ((top, canvas[0] - height - top), (left, canvas[1] - width - left)), constant_values=fill)
+
+
 def resize(image, size):
     """Resize to ``size`` = (height, width) with anti-aliased bilinear filtering."""
     height, width = size
