@@ -1,7 +1,7 @@
 """Build the shipped ``sigest-base`` model file from a network trained by ``recipe.py --folds -1 --save``.
 
 The network was trained on every writer of the cache but its validation writers; here the pair head,
-its threshold and the distance-ratio voter (comparing ink too when the cache holds ink amounts) are
+its threshold and the distance-ratio voter (comparing ink too when the cache holds ink measures) are
 fitted on those validation writers (never trained on), and the pipeline is written in the safe format::
 
     python benchmarks/export_pretrained.py RUN.pt CACHE.npz sigest/weights/sigest-base.safetensors

@@ -8,7 +8,7 @@ for checkpoint selection (EER each epoch) and for the decision threshold, trains
 - EER with one global threshold (the number papers print) and with per-writer thresholds, AUC,
   on every genuine/genuine and genuine/skilled pair of each test writer (embedding distance);
 - with k=5 references per writer, the questioned signature's mean distance to them, raw and
-  normalised by the references' own mutual distance, and (with a cache that holds ink amounts)
+  normalised by the references' own mutual distance, and (with a cache that holds ink measures)
   the normalised score combined with the ink difference by a logistic regression fitted on the
   validation writers (``VotingVerifier(compare_ink=True)``): EER, and FRR / FAR skilled /
   FAR random / accuracy at the threshold chosen on the validation writers (the honest number)
@@ -71,7 +71,7 @@ def split(table, args, fold, seed):
 
 def reference_scores(E, table, k, rng, ink=None):
     """Per questioned signature: mean distance to k references, that distance over the refs' spread, and
-    (with ``ink``, the cache's ink amounts) the ink difference of :meth:`VotingVerifier.ink_difference`."""
+    (with ``ink``, the cache's ink measures) the ink differences of :meth:`VotingVerifier.ink_difference`."""
     rows = []
     for writer, group in table.groupby("writer"):
         genuine = group.loc[group["genuine"], "row"].to_numpy()
@@ -91,17 +91,20 @@ def reference_scores(E, table, k, rng, ink=None):
     return pd.DataFrame(rows, columns=["writer", "kind", "raw", "normalised", "ink_diff"])
 
 
+def ink_features(votes):
+    """(n, 1 + m): the log distance ratio and the ink differences, ``VotingVerifier(compare_ink=True)``'s inputs."""
+    return np.column_stack([np.log(-votes["normalised"]), np.stack(votes["ink_diff"].to_numpy())])
+
+
 def add_ink_score(votes, calibrator):
-    """The ``normalised_ink`` column: the log ratio and the ink difference through ``calibrator``."""
-    features = np.column_stack([np.log(-votes["normalised"]), votes["ink_diff"]])
-    return votes.assign(normalised_ink=calibrator.decision_function(features))
+    """The ``normalised_ink`` column: :func:`ink_features` through ``calibrator``."""
+    return votes.assign(normalised_ink=calibrator.decision_function(ink_features(votes)))
 
 
 def ink_calibrator(valid_votes):
-    """A logistic regression on (log ratio, ink difference), genuine vs skilled, as ``compare_ink`` fits it."""
+    """A logistic regression on :func:`ink_features`, genuine vs skilled, as ``compare_ink`` fits it."""
     skilled = valid_votes[valid_votes["kind"] != "random"]
-    features = np.column_stack([np.log(-skilled["normalised"]), skilled["ink_diff"]])
-    return LogisticRegression().fit(features, skilled["kind"] == "genuine")
+    return LogisticRegression().fit(ink_features(skilled), skilled["kind"] == "genuine")
 
 
 def threshold_report(scores, kinds, threshold):

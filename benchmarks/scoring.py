@@ -18,7 +18,7 @@ genuine:
   the questioned signature to their ``--top`` closest cohort signatures;
 - ``wd_logistic``: a writer-dependent logistic regression per writer, the k references against the
   cohort as negatives (the writer-dependent classifiers of SigNet, on the learned embedding);
-- ``ratio_ink`` (files that hold the images' ink amounts): ``log ratio`` and the ink difference of
+- ``ratio_ink`` (files that hold the images' ink measures): ``log ratio`` and the ink differences of
   :meth:`sigest.VotingVerifier.ink_difference` combined by a logistic regression fitted on the
   validation writers' genuine and skilled rows (``VotingVerifier(compare_ink=True)``).
 
@@ -98,8 +98,8 @@ def score_role(data, role, k, rng, top, cohort_size):
         scores = score_writer(E[refs], E[questioned], cohort, top)
         if "ink" in data:
             ink = data["ink"]
-            scores["ink_diff"] = VotingVerifier.ink_difference(np.column_stack([ink[questioned],
-                                                                                np.tile(ink[refs], (len(questioned), 1))]))
+            rows_ink = np.concatenate([ink[questioned][:, None], np.repeat(ink[refs][None], len(questioned), 0)], 1)
+            scores["ink_diff"] = list(VotingVerifier.ink_difference(rows_ink))
         rows.append(pd.DataFrame({"writer": w, "dataset": data["dataset"][questioned], "kind": kinds, **scores}))
     return pd.concat(rows, ignore_index=True)
 
@@ -107,7 +107,7 @@ def score_role(data, role, k, rng, top, cohort_size):
 def add_ratio_ink(test, valid):
     """The ``ratio_ink`` rule on both tables, its logistic regression fitted on ``valid``'s genuine/skilled rows."""
     def features(frame):
-        return np.column_stack([np.log(-frame["ratio"]), frame["ink_diff"]])
+        return np.column_stack([np.log(-frame["ratio"]), np.stack(frame["ink_diff"].to_numpy())])
 
     skilled = valid[valid["kind"] != "random"]
     calibrator = LogisticRegression().fit(features(skilled), skilled["kind"] == "genuine")

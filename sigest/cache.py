@@ -86,9 +86,9 @@ def load_cache(path):
         ``images``: ndarray of shape (n_images, H, W), uint8 (ink bright);
         ``table``: pandas.DataFrame with ``path``, ``writer``, ``genuine``, ``dataset`` and ``index``
         (the row of ``images``);
-        ``ink``: ndarray of shape (n_images,), each image's ink pixels at its own resolution
-        (:meth:`~sigest.preprocessing.PreprocessImage.transform_with_ink`), or None in a cache
-        written before sigest kept it;
+        ``ink``: ndarray of shape (n_images, 2), each image's ink pixels and stroke width at its
+        own resolution (:meth:`~sigest.preprocessing.PreprocessImage.transform_with_ink`), or None
+        in a cache written before sigest kept them;
         ``preprocessor``: dict, the preprocessing's class name and parameters.
     """
     path = Path(path)

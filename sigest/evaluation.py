@@ -17,7 +17,7 @@ __all__ = ["score_pairs", "choose_threshold", "threshold_metrics", "voting_score
 def _preprocessed(model, items, with_ink=False):
     """Preprocess each distinct item once: (array of shape (n_unique, 1, H, W), item -> row index).
 
-    With ``with_ink``: (images, ink amounts of shape (n_unique,), item -> row index).
+    With ``with_ink``: (images, ink measures of shape (n_unique, 2), item -> row index).
     """
     unique = list(dict.fromkeys(items))
     index = {item: i for i, item in enumerate(unique)}

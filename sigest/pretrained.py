@@ -46,9 +46,10 @@ class PretrainedVerifier(Enum):
             "input_size": (150, 220),
             "threshold": 0.697,
             "reference_voter": "distance ratio (mean distance to the references over their mean mutual distance) "
-                               "and ink difference (|log ink - mean log ink of the references|, ink counted on "
-                               "the page), logistic calibration and threshold 0.531 fitted with 5 references on "
-                               "the 18 validation writers; sigest verify uses it with 3 or more references",
+                               "and ink differences (|log x - mean log x of the references| for the ink pixels "
+                               "and the stroke width on the page), logistic calibration and threshold 0.542 "
+                               "fitted with 5 references on the 18 validation writers; sigest verify uses it "
+                               "with 3 or more references",
             "metrics": {
                 "protocol": "same recipe, writer-disjoint folds 0-2 of 5 per data set, seed 0, embedding distance; "
                             "see docs/MODEL_CARD.md",

@@ -216,8 +216,8 @@ def fit_reference_voter(verifier, valid, images, *, ink=None, k=5, n_per_writer=
         Signature table of the validation writers.
     images : ndarray of shape (n_images, 1, H, W)
         Preprocessed images; ``valid["_row"]`` (or, without that column, ``valid.index``) indexes them.
-    ink : ndarray of shape (n_images,) or None, default=None
-        The images' ink amounts (:meth:`~sigest.preprocessing.PreprocessImage.transform_with_ink`);
+    ink : ndarray of shape (n_images, 2) or None, default=None
+        The images' ink measures (:meth:`~sigest.preprocessing.PreprocessImage.transform_with_ink`);
         given, the voter also compares ink (``compare_ink=True``).
     k : int, default=5
         References per questioned signature in the calibration rows.
@@ -273,8 +273,8 @@ def train_verifier(table, *, images=None, ink=None, preprocessor=None, valid_wri
     images : ndarray of shape (n_images, 1, H, W) or None, default=None
         The table's images already preprocessed by ``preprocessor``, row for row (a cache);
         None preprocesses them here, once.
-    ink : ndarray of shape (n_images,) or None, default=None
-        With ``images``, their ink amounts (a cache's ``ink``); the voter then compares ink.
+    ink : ndarray of shape (n_images, 2) or None, default=None
+        With ``images``, their ink measures (a cache's ``ink``); the voter then compares ink.
         Measured here when ``images`` is None.
     preprocessor : PreprocessImage or None, default=None
         The pipeline's preprocessing; None uses ``PreprocessImage(size)``.
@@ -301,8 +301,9 @@ def train_verifier(table, *, images=None, ink=None, preprocessor=None, valid_wri
     pipeline : sklearn.pipeline.Pipeline
         Fitted ``preprocess -> verifier`` with ``verifier__threshold`` set, and
         ``pipeline.reference_voter_``, a fitted ``VotingVerifier(voting="normalized")`` (with
-        ``compare_ink`` when the ink amounts are known) over the verifier that takes preprocessed rows (questioned, ref_1, ..., ref_k), k >= 2 (left out,
-        with a warning, when no validation writer has 3 genuine signatures and a skilled forgery).
+        ``compare_ink`` when the ink measures are known) over the verifier that takes preprocessed
+        rows (questioned, ref_1, ..., ref_k), k >= 2 (left out, with a warning, when no validation
+        writer has 3 genuine signatures and a skilled forgery).
     """
     check_writers(table)
     start = None

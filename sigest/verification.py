@@ -327,14 +327,14 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     threshold : float, default=0.5
         Genuine when the mean probability (soft) or the share of genuine votes (hard) reaches it.
     compare_ink : bool, default=False
-        With ``voting="normalized"``: also compare the questioned signature's amount of ink on
-        the page with the references' (``|log ink - mean log ink of the references|``, a second
-        input of the calibration), which cropping and resizing hide from the network. ``fit``,
-        ``predict_proba`` and ``predict`` then need ``ink`` of shape (n, 1 + k), as
+        With ``voting="normalized"``: also compare the questioned signature's ink on the page with
+        the references' (:meth:`ink_difference` of the amount of ink and of the stroke width, more
+        inputs of the calibration), which cropping and resizing hide from the network. ``fit``,
+        ``predict_proba`` and ``predict`` then need ``ink`` of shape (n, 1 + k, 2), as
         :meth:`sigest.preprocessing.PreprocessImage.transform_with_ink` measures it. Measured
         with ``benchmarks/scoring.py`` (3 writer folds x 5 reference draws, k=5, EER Bengali /
-        CEDAR / Dutch): 6.8 / 9.4 / 10.7 % against 9.2 / 11.6 / 11.9 % for the ratio alone.
-        It assumes references and questioned signatures were scanned alike (same resolution).
+        CEDAR / Dutch): see the README's table. It assumes references and questioned signatures
+        were scanned alike (same resolution).
 
     Attributes
     ----------
@@ -393,8 +393,8 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         ----------
         X : array-like of shape (n, 1 + k, 1, H, W)
         y : array-like of shape (n,), 1 genuine questioned signature, 0 forgery
-        ink : array-like of shape (n, 1 + k) or None, default=None
-            Ink amounts of the rows' images; required with ``compare_ink=True``.
+        ink : array-like of shape (n, 1 + k, 2) or None, default=None
+            Ink measures of the rows' images; required with ``compare_ink=True``.
 
         Returns
         -------
@@ -449,27 +449,34 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     @staticmethod
     def ink_difference(ink):
-        """``|log ink of the questioned - mean log ink of the references|`` per row: (n,).
+        """``|log measure of the questioned - mean log measure of the references|`` per row and measure.
 
         Parameters
         ----------
-        ink : array-like of shape (n, 1 + k)
-            Positive ink amounts, questioned first, as
-            :meth:`sigest.preprocessing.PreprocessImage.transform_with_ink` returns for rows.
+        ink : array-like of shape (n, 1 + k, m) or (n, 1 + k)
+            Positive ink measures of the rows' images, questioned first, as
+            :meth:`sigest.preprocessing.PreprocessImage.transform_with_ink` returns for rows (m=2:
+            ink pixels and stroke width); a 2-D array is one measure.
+
+        Returns
+        -------
+        difference : ndarray of shape (n, m)
         """
         ink = np.asarray(ink, dtype=float)
-        if ink.ndim != 2 or ink.shape[1] < 2 or not np.all(ink > 0):
-            raise ValueError(f"ink must be positive amounts of shape (n, 1 + k), got shape {ink.shape}")
+        if ink.ndim == 2:
+            ink = ink[:, :, None]
+        if ink.ndim != 3 or ink.shape[1] < 2 or not np.all(ink > 0):
+            raise ValueError(f"ink must be positive measures of shape (n, 1 + k, m), got shape {ink.shape}")
         log = np.log(ink)
         return np.abs(log[:, 0] - log[:, 1:].mean(axis=1))
 
     def _scores(self, X, ink):
-        """The calibration's inputs: (n, 1) log distance ratio, or (n, 2) with the ink difference."""
+        """The calibration's inputs: (n, 1) log distance ratio, or (n, 1 + m) with the ink differences."""
         log_ratio = np.log(np.maximum(self.distance_ratio(X), 1e-6))[:, None]
         if not self.compare_ink:
             return log_ratio
         if ink is None:
-            raise ValueError("compare_ink=True needs ink, the rows' ink amounts of shape (n, 1 + k), from "
+            raise ValueError("compare_ink=True needs ink, the rows' ink measures of shape (n, 1 + k, 2), from "
                              "PreprocessImage.transform_with_ink")
         if len(ink) != len(log_ratio):
             raise ValueError(f"ink has {len(ink)} rows for {len(log_ratio)} rows of images")
@@ -500,7 +507,7 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def predict_proba(self, X, ink=None):
         """Combined probabilities of shape (n, 2): column 1 genuine (mean probability, vote share or calibrated).
 
-        ``ink`` (n, 1 + k) is required with ``compare_ink=True`` and ignored otherwise.
+        ``ink`` (n, 1 + k, 2) is required with ``compare_ink=True`` and ignored otherwise.
         """
         if self.voting == "normalized":
             return self.calibrator_.predict_proba(self._scores(X, ink))

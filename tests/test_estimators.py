@@ -269,23 +269,26 @@ def test_normalized_voting_can_compare_the_amount_of_ink(pair_data):
     clf = LogisticSiameseRegression(tiny_net(), random_state=0).fit(pre.transform(X), y)
     rows = pre.transform([[q, *data.images[:3]] for q in data.images[3:11]])
     labels = np.where(np.arange(8) < 4, 1, 0)
-    ink = np.full((8, 4), 1000.0)
-    ink[:, 1:] *= [0.9, 1.0, 1.1]
-    ink[4:, 0] *= [3.0, 0.3, 2.5, 0.4]  # the forgeries hold far more or far less ink than the references
+    ink = np.full((8, 4, 2), 1000.0)  # ink pixels and stroke width of each image
+    ink[:, 1:, 0] *= [0.9, 1.0, 1.1]
+    ink[4:, 0, 0] *= [3.0, 0.3, 2.5, 0.4]  # the forgeries hold far more or far less ink than the references
     expected = np.abs(np.log(ink[:, 0]) - np.log(ink[:, 1:]).mean(axis=1))
     np.testing.assert_allclose(VotingVerifier.ink_difference(ink), expected)
+    np.testing.assert_allclose(VotingVerifier.ink_difference(ink[:, :, 0]), expected[:, :1])  # one measure
     voter = VotingVerifier(FrozenEstimator(clf), voting="normalized", compare_ink=True).fit(rows, labels, ink=ink)
     features = np.column_stack([np.log(voter.distance_ratio(rows)), expected])
     np.testing.assert_allclose(voter.predict_proba(rows, ink=ink), voter.calibrator_.predict_proba(features))
     assert voter.calibrator_.coef_[0, 1] < 0  # more ink difference, less genuine
     more_ink = ink.copy()
-    more_ink[:4, 0] *= 3  # the genuine rows, as if written with another pen
+    more_ink[:4, 0, 0] *= 3  # the genuine rows, as if written with another pen
     assert np.all(voter.predict_proba(rows, ink=more_ink)[:4, 1] < voter.predict_proba(rows, ink=ink)[:4, 1])
     np.testing.assert_array_equal(voter.predict(rows, ink=ink), voter.predict_proba(rows, ink=ink)[:, 1] >= 0.5)
     with pytest.raises(ValueError, match="needs ink"):
         voter.predict_proba(rows)
     with pytest.raises(ValueError, match="ink must be positive"):
         voter.predict_proba(rows, ink=ink[:, :1])
+    with pytest.raises(ValueError, match="ink must be positive"):
+        voter.predict_proba(rows, ink=-ink)
     with pytest.raises(ValueError, match="rows"):
         voter.predict_proba(rows, ink=ink[:3])
     # without compare_ink the amounts are ignored

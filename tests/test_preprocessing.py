@@ -132,15 +132,28 @@ def test_canvas_keeps_relative_size_and_fitting_forgets_it():
         PreprocessImage(canvas=(0, 10)).fit([small])
 
 
-def test_transform_with_ink_counts_the_ink_on_the_page():
+def test_transform_with_ink_measures_the_ink_on_the_page():
     small, large = _bar_page(10, 60), _bar_page(20, 120)
     pre = PreprocessImage(size=(30, 60))
     images, ink = pre.transform_with_ink([[small, large], [large, small]])
     np.testing.assert_array_equal(images, pre.transform([[small, large], [large, small]]))
-    assert ink.shape == (2, 2) and ink[0, 0] == ink[1, 1] and ink[0, 1] == ink[1, 0]
-    # the fitted images are alike, the amounts of ink are not: 4 times the area (3x3 median rounds 4 corners)
-    assert ink[0, 0] == 10 * 60 - 4 and ink[0, 1] == 20 * 120 - 4
-    assert TestPreprocessImage(size=(30, 60)).transform_with_ink([small])[1].tolist() == [10 * 60 - 4]
+    assert ink.shape == (2, 2, 2)
+    np.testing.assert_array_equal(ink[0, 0], ink[1, 1])
+    # the fitted images are alike; on the page the large bar holds 4 times the ink (the 3x3 median
+    # rounds 4 corners) and its strokes are twice as wide
+    assert ink[0, 0, 0] == 10 * 60 - 4 and ink[0, 1, 0] == 20 * 120 - 4
+    assert ink[0, 1, 1] == pytest.approx(2 * ink[0, 0, 1], rel=0.05)
+    np.testing.assert_array_equal(TestPreprocessImage(size=(30, 60)).transform_with_ink([small])[1], ink[:1, 0])
+
+
+def test_stroke_width_is_the_width_of_a_line_of_any_length():
+    for width in (2, 3, 5):
+        for length in (40, 200):
+            mask = np.zeros((20, length + 20), bool)
+            mask[5:5 + width, 10:10 + length] = True
+            pixels, stroke = F.ink_measures(mask)
+            assert pixels == width * length and stroke == pytest.approx(width, rel=0.1)
+    assert F.ink_measures(np.zeros((4, 4), bool)) == (1, 1.0)
 
 
 def test_rotation_robustness_margin(small_signatures):

@@ -103,6 +103,20 @@ def remove_specks(mask, min_size):
     return out
 
 
+def ink_measures(mask):
+    """How much ink a signature holds and how wide its strokes are, in pixels of ``mask``.
+
+    Returns ``(ink pixels, mean stroke width)``: the stroke width is twice the ink area over its
+    boundary (ink pixels with a 4-neighbour outside the ink), the width of a stroke of any length.
+    Both are at least 1.
+    """
+    ink = int(np.count_nonzero(mask))
+    padded = np.pad(mask, 1)
+    inside = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    boundary = int(np.count_nonzero(mask & ~inside))
+    return max(ink, 1), max(2.0 * ink / max(boundary, 1), 1.0)
+
+
 def _histogram_median(hist):
     """Median of the values a histogram counts, as :func:`numpy.median` gives it (float)."""
     cumulative = np.cumsum(hist)
