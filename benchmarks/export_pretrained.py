@@ -1,8 +1,8 @@
 """Build the shipped ``sigest-base`` model file from a network trained by ``recipe.py --folds -1 --save``.
 
 The network was trained on every writer of the cache but its validation writers; here the pair head,
-its threshold and the distance-ratio voter (comparing ink too when the cache holds ink measures) are
-fitted on those validation writers (never trained on), and the pipeline is written in the safe format::
+its threshold and the distance-ratio voter (both comparing ink too when the cache holds ink measures)
+are fitted on those validation writers (never trained on), and the pipeline is written in the safe format::
 
     python benchmarks/export_pretrained.py RUN.pt CACHE.npz sigest/weights/sigest-base.safetensors
 """
@@ -37,8 +37,9 @@ def main():
     table = cache.table.rename(columns={"index": "_row"})
     valid = table[table["writer"].isin(run["valid_writers"])]
     images = cache_images(cache)
-    verifier = fit_pair_head(net, valid, images, random_state=0)
-    model = verifier_pipeline(cache_preprocessor(cache, n_jobs=None), verifier)
+    verifier = fit_pair_head(net, valid, images, ink=cache.ink, random_state=0)
+    preprocessor = cache_preprocessor(cache, n_jobs=None).set_params(measure_ink=cache.ink is not None)
+    model = verifier_pipeline(preprocessor, verifier)
     model.reference_voter_ = fit_reference_voter(verifier, valid, images, ink=cache.ink, random_state=0)
     info = {"train_writers": run["train_writers"], "valid_writers": run["valid_writers"],
             "recipe": {k: settings[k] for k in ("backbone", "dim", "attention", "size", "epochs", "patience", "lr",

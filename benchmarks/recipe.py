@@ -37,7 +37,7 @@ from sigest.callbacks import WeightAverage, WriterEER
 from sigest.embedder import SiameseEmbedder, embedding_targets
 from sigest.metrics import equal_error_rate, far_frr, per_writer_eer, roc_auc, within_writer_pairs
 from sigest.nn import ProxyAnchorLoss, SignatureAugment
-from sigest.verification import VotingVerifier
+from sigest.verification import ink_difference
 
 
 def writer_folds(table, n_folds, seed=12345):
@@ -71,7 +71,7 @@ def split(table, args, fold, seed):
 
 def reference_scores(E, table, k, rng, ink=None):
     """Per questioned signature: mean distance to k references, that distance over the refs' spread, and
-    (with ``ink``, the cache's ink measures) the ink differences of :meth:`VotingVerifier.ink_difference`."""
+    (with ``ink``, the cache's ink measures) the ink differences of :func:`sigest.verification.ink_difference`."""
     rows = []
     for writer, group in table.groupby("writer"):
         genuine = group.loc[group["genuine"], "row"].to_numpy()
@@ -86,7 +86,7 @@ def reference_scores(E, table, k, rng, ink=None):
         for kind, items in (("genuine", others), ("skilled", skilled), ("random", randoms)):
             for q in items:
                 d = float(np.linalg.norm(E[refs] - E[q], axis=1).mean())
-                ink_diff = np.nan if ink is None else VotingVerifier.ink_difference([[ink[q], *ink[refs]]])[0]
+                ink_diff = np.nan if ink is None else ink_difference([[ink[q], *ink[refs]]])[0]
                 rows.append((writer, kind, -d, -d / spread, ink_diff))
     return pd.DataFrame(rows, columns=["writer", "kind", "raw", "normalised", "ink_diff"])
 

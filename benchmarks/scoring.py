@@ -19,7 +19,7 @@ genuine:
 - ``wd_logistic``: a writer-dependent logistic regression per writer, the k references against the
   cohort as negatives (the writer-dependent classifiers of SigNet, on the learned embedding);
 - ``ratio_ink`` (files that hold the images' ink measures): ``log ratio`` and the ink differences of
-  :meth:`sigest.VotingVerifier.ink_difference` combined by a logistic regression fitted on the
+  :func:`sigest.verification.ink_difference` combined by a logistic regression fitted on the
   validation writers' genuine and skilled rows (``VotingVerifier(compare_ink=True)``).
 
 Per rule and test data set: EER on genuine vs skilled forgeries with one global threshold, and the
@@ -36,7 +36,7 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 from sigest.metrics import equal_error_rate
-from sigest.verification import VotingVerifier
+from sigest.verification import ink_difference
 
 RULES = ("raw", "nearest", "ratio", "nearest_ratio", "centroid_ratio", "znorm", "cohort", "wd_logistic")
 
@@ -99,7 +99,7 @@ def score_role(data, role, k, rng, top, cohort_size):
         if "ink" in data:
             ink = data["ink"]
             rows_ink = np.concatenate([ink[questioned][:, None], np.repeat(ink[refs][None], len(questioned), 0)], 1)
-            scores["ink_diff"] = list(VotingVerifier.ink_difference(rows_ink))
+            scores["ink_diff"] = list(ink_difference(rows_ink))
         rows.append(pd.DataFrame({"writer": w, "dataset": data["dataset"][questioned], "kind": kinds, **scores}))
     return pd.concat(rows, ignore_index=True)
 

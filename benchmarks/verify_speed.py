@@ -36,16 +36,19 @@ def main():
     table = load_signatures(args.data)
     references = table[table["genuine"]]["path"].tolist()[:5]
     questioned = table["path"].tolist()[5 : 5 + args.n]
-    reference_embeddings = verifier.embed(preprocess.transform(references))
+    reference_images, reference_ink = preprocess.transform_with_ink(references)
+    reference_embeddings = verifier.embed(reference_images)
 
     def verify():
         started = time.perf_counter()
-        images = preprocess.transform(questioned)
+        images, ink = preprocess.transform_with_ink(questioned)
         middle = time.perf_counter()
         q = verifier.embed(images)
         pairs = np.stack([np.broadcast_to(reference_embeddings, (len(q), 5, q.shape[1])),
                           np.repeat(q[:, None], 5, axis=1)], axis=2).reshape(-1, 2, q.shape[1])
-        scores = verifier.proba_from_embeddings(pairs).reshape(len(q), 5).mean(axis=1)
+        pair_ink = np.stack([np.broadcast_to(reference_ink, (len(q), 5, ink.shape[1])),
+                             np.repeat(ink[:, None], 5, axis=1)], axis=2).reshape(-1, 2, ink.shape[1])
+        scores = verifier.proba_from_embeddings(pairs, ink=pair_ink).reshape(len(q), 5).mean(axis=1)
         return middle - started, time.perf_counter() - started, scores
 
     verify()  # warm-up

@@ -176,7 +176,7 @@ def cmd_verify(args):
     if args.report:
         from .plotting import plot_verification
 
-        images = model[0].transform([args.questioned, *args.reference])[:, 0]
+        images = model[0].transform_with_ink([args.questioned, *args.reference])[0][:, 0]
         plot_verification(images[0], images[1:], per_reference, probability, threshold, args.report,
                           names=[Path(p).name for p in [args.questioned, *args.reference]])
     print(f"{verdict} probability_genuine={probability:.4f} threshold={threshold:.4f} voting={voting} "

@@ -9,21 +9,16 @@ from sklearn.utils import Bunch
 
 from .datasets import check_writers, make_pairs, make_reference_sets
 from .metrics import build_confusion_matrix, equal_error_rate, far_frr, per_writer_eer, roc_auc
-from .verification import VotingVerifier, _embeds
+from .verification import VotingVerifier, _embeds, _split_ink, _with_ink
 
 __all__ = ["score_pairs", "choose_threshold", "threshold_metrics", "voting_scores", "evaluate", "format_report"]
 
 
-def _preprocessed(model, items, with_ink=False):
-    """Preprocess each distinct item once: (array of shape (n_unique, 1, H, W), item -> row index).
-
-    With ``with_ink``: (images, ink measures of shape (n_unique, 2), item -> row index).
-    """
+def _preprocessed(model, items):
+    """Preprocess each distinct item once: images (n_unique, 1, H, W), their ink measures (or None), item -> row."""
     unique = list(dict.fromkeys(items))
-    index = {item: i for i, item in enumerate(unique)}
-    if with_ink:
-        return (*model[0].transform_with_ink(unique), index)
-    return model[:-1].transform(unique), index
+    images, ink = _split_ink(model[:-1].transform(unique))
+    return images, ink, {item: i for i, item in enumerate(unique)}
 
 
 def score_pairs(model, references, questioned):
@@ -39,14 +34,16 @@ def score_pairs(model, references, questioned):
     -------
     scores : ndarray of shape (n_pairs,)
     """
-    images, index = _preprocessed(model, list(references) + list(questioned))
-    ref_idx = np.array([index[r] for r in references])
-    q_idx = np.array([index[q] for q in questioned])
+    images, ink, index = _preprocessed(model, list(references) + list(questioned))
+    at = np.column_stack([[index[r] for r in references], [index[q] for q in questioned]])
+    pair_ink = None if ink is None else ink[at]
     verifier = model[-1]
     if _embeds(verifier):
         E = verifier.embed(images)
-        return verifier.proba_from_embeddings(np.stack([E[ref_idx], E[q_idx]], axis=1))
-    return verifier.predict_proba(np.stack([images[ref_idx], images[q_idx]], axis=1))[:, 1]
+        if getattr(verifier, "compare_ink", False):
+            return verifier.proba_from_embeddings(E[at], ink=pair_ink)
+        return verifier.proba_from_embeddings(E[at])
+    return verifier.predict_proba(_with_ink(images[at], pair_ink))[:, 1]
 
 
 def choose_threshold(y_true, scores):
@@ -95,20 +92,16 @@ def voting_scores(model, table, k, *, voting="soft", random_state=0):
         return pd.DataFrame(columns=["writer", "label", "score"])
     rows = sets[["questioned", *(f"ref_{i}" for i in range(1, k + 1))]].to_numpy().tolist()
     labels, writers = sets["label"].to_numpy(), sets["writer"].to_numpy()
-    voter = getattr(model, "reference_voter_", None) if voting == "normalized" else None
-    items = [item for row in rows for item in row]
-    if voter is not None and voter.compare_ink:
-        images, ink, index = _preprocessed(model, items, with_ink=True)
-    else:
-        (images, index), ink = _preprocessed(model, items), None
+    images, ink, index = _preprocessed(model, [item for row in rows for item in row])
     at = np.array([[index[item] for item in row] for row in rows])
-    X = images[at]
-    if voter is not None:
-        score = voter.predict_proba(X, ink=None if ink is None else ink[at])[:, 1]
+    X, first = (_with_ink(images[a], None if ink is None else ink[a]) for a in (at, at[:1]))
+    voter = getattr(model, "reference_voter_", None)
+    if voting == "normalized" and voter is not None:
+        score = voter.predict_proba(X)[:, 1]
     elif voting == "normalized":
-        score = -VotingVerifier(FrozenEstimator(model[-1])).fit(X[:1], [1]).distance_ratio(X)
+        score = -VotingVerifier(FrozenEstimator(model[-1])).fit(first, [1]).distance_ratio(X)
     else:
-        score = VotingVerifier(FrozenEstimator(model[-1]), voting=voting).fit(X[:1], [1]).predict_proba(X)[:, 1]
+        score = VotingVerifier(FrozenEstimator(model[-1]), voting=voting).fit(first, [1]).predict_proba(X)[:, 1]
     return pd.DataFrame({"writer": writers, "label": labels, "score": score})
 
 

@@ -88,10 +88,14 @@ def save(model, path, *, info=None):
         raise TypeError("save expects a fitted Pipeline of PreprocessImage (or TestPreprocessImage) and "
                         "LogisticSiameseRegression")
     check_is_fitted(verifier)
+    voter = getattr(model, "reference_voter_", None)
+    compares = verifier.compare_ink or (voter is not None and voter.compare_ink)
+    if compares and not preprocess.measure_ink:
+        raise ValueError("the verifier compares ink but the preprocessing does not measure it: set "
+                         "measure_ink=True on the pipeline's PreprocessImage")
     tensors = {f"embedder.{k}": v.detach().cpu().numpy() for k, v in verifier.embedder_.module_.state_dict().items()}
     tensors["head.coef"] = verifier.classifier_.coef_.astype(np.float64)
     tensors["head.intercept"] = verifier.classifier_.intercept_.astype(np.float64)
-    voter = getattr(model, "reference_voter_", None)
     if voter is not None:
         tensors["voter.coef"] = voter.calibrator_.coef_.astype(np.float64)
         tensors["voter.intercept"] = voter.calibrator_.intercept_.astype(np.float64)
@@ -103,7 +107,7 @@ def save(model, path, *, info=None):
         "preprocess": {"class": type(preprocess).__name__, "params": preprocess_params},
         "network": _architecture(verifier.embedder_),
         "history": _plain_history(verifier.embedder_.history_),
-        "head": {"C": verifier.C, "threshold": float(verifier.threshold),
+        "head": {"C": verifier.C, "threshold": float(verifier.threshold), "compare_ink": bool(verifier.compare_ink),
                  "classes": [int(c) for c in verifier.classes_]},
         "info": info or {},
     }
@@ -182,7 +186,8 @@ def load(path, *, device="auto"):
     embedder.history_ = History(document.get("history") or [{"epoch": 0}])
     head = document["head"]
     classifier = _fitted_logistic(tensors["head.coef"], tensors["head.intercept"], head["classes"], C=head["C"])
-    verifier = LogisticSiameseRegression(FrozenEstimator(embedder), C=head["C"], threshold=head["threshold"])
+    verifier = LogisticSiameseRegression(FrozenEstimator(embedder), C=head["C"], threshold=head["threshold"],
+                                         compare_ink=head.get("compare_ink", False))
     verifier.embedder_ = embedder
     verifier.classifier_ = classifier
     verifier.classes_ = classifier.classes_

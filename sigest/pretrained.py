@@ -41,10 +41,11 @@ class PretrainedVerifier(Enum):
                         "competition terms. Use of this model inherits those terms.",
             "recipe": "resnet_tiny (spatial attention after stages 3 and 4), 128-d embedding, 150x220 input, "
                       "batch-hard triplet loss (margin 0.2, skilled forgeries as negatives), 32 writers x 8 "
-                      "signatures a batch, AdamW lr 3e-3, checkpoint chosen by validation-writer EER",
+                      "signatures a batch, AdamW lr 3e-3, checkpoint chosen by validation-writer EER; pair head "
+                      "on [|a-b|, a*b] and the pair's ink differences (ink pixels and stroke width on the page)",
             "input": "a cropped scan of one signature, dark ink on light paper, about 100-300 dpi",
             "input_size": (150, 220),
-            "threshold": 0.697,
+            "threshold": 0.718,
             "reference_voter": "distance ratio (mean distance to the references over their mean mutual distance) "
                                "and ink differences (|log x - mean log x of the references| for the ink pixels "
                                "and the stroke width on the page), logistic calibration and threshold 0.542 "

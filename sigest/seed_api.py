@@ -72,15 +72,14 @@ def perform_voting(model, questioned, references, *, voting="soft"):
     preprocess, verifier = model[:-1], model[-1]
     row = np.empty((1, 1 + len(references)), dtype=object)
     row[0] = [questioned, *references]
+    X = preprocess.transform(row)
     if voting == "normalized":
         voter = getattr(model, "reference_voter_", None)
         if voter is None:
             raise ValueError("voting='normalized' needs a model with a calibrated distance-ratio voter "
                              "(model.reference_voter_), as train_verifier and 'sigest train' make")
-        X, ink = model[0].transform_with_ink(row)  # the voter may compare the amounts of ink
-        probability = float(voter.predict_proba(X, ink=ink)[0, 1])
+        probability = float(voter.predict_proba(X)[0, 1])
         return int(probability >= voter.threshold), probability, voter.reference_probabilities(X)[0]
-    X = preprocess.transform(row)
     # soft: the mean probability against the pair threshold; hard: a majority of the references' own decisions
     threshold = getattr(verifier, "threshold", 0.5) if voting == "soft" else 0.5
     voter = VotingVerifier(FrozenEstimator(verifier), voting=voting, threshold=threshold).fit(X, [1])

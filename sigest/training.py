@@ -167,7 +167,7 @@ def _pair_rows(table, **pair_params):
     return pairs[["reference", "questioned"]].to_numpy(dtype=int), pairs["label"].to_numpy()
 
 
-def fit_pair_head(embedder, valid, images, *, n_per_writer=40, random_state=0):
+def fit_pair_head(embedder, valid, images, *, ink=None, n_per_writer=40, random_state=0):
     """The pair classifier and its threshold, fitted on writers the embedder never trained on.
 
     Parameters
@@ -178,6 +178,9 @@ def fit_pair_head(embedder, valid, images, *, n_per_writer=40, random_state=0):
         Signature table of the validation writers.
     images : ndarray of shape (n_images, 1, H, W)
         Preprocessed images; ``valid["_row"]`` (or, without that column, ``valid.index``) indexes them.
+    ink : ndarray of shape (n_images, m) or None, default=None
+        The images' ink measures (:meth:`~sigest.preprocessing.PreprocessImage.transform_with_ink`);
+        given, the pair classifier also compares ink (``compare_ink=True``).
     n_per_writer : int, default=40
         Balanced pairs of each label per writer (skilled and random forgeries) for the logistic regression.
     random_state : int, default=0
@@ -189,20 +192,25 @@ def fit_pair_head(embedder, valid, images, *, n_per_writer=40, random_state=0):
         genuine/skilled pairs.
     """
     from .evaluation import choose_threshold
-    from .verification import pair_features
 
     if "_row" not in valid.columns:
         valid = valid.assign(_row=valid.index.to_numpy())
     head_rows, head_labels = _pair_rows(valid, protocol="balanced", forgeries="both", n_per_writer=n_per_writer,
                                         random_state=random_state)
-    verifier = LogisticSiameseRegression(FrozenEstimator(embedder), random_state=random_state)
-    verifier.fit(images[head_rows], head_labels)
+    verifier = LogisticSiameseRegression(FrozenEstimator(embedder), compare_ink=ink is not None,
+                                         random_state=random_state)
+    verifier.fit(_rows_of(images, ink, head_rows), head_labels)
     rows, labels = _pair_rows(valid, forgeries="skilled")
     distinct = np.unique(rows)
     embedded = dict(zip(distinct, embedder.transform(images[distinct])))
     pairs = np.stack([[embedded[a], embedded[b]] for a, b in rows])
-    threshold = choose_threshold(labels, verifier.classifier_.predict_proba(pair_features(pairs))[:, 1])
-    return verifier.set_params(threshold=threshold)
+    probability = verifier.proba_from_embeddings(pairs, ink=None if ink is None else np.asarray(ink)[rows])
+    return verifier.set_params(threshold=choose_threshold(labels, probability))
+
+
+def _rows_of(images, ink, rows):
+    """Estimator input for rows of image indices: the images, or with ``ink`` a dict of images and measures."""
+    return images[rows] if ink is None else {"images": images[rows], "ink": np.asarray(ink)[rows]}
 
 
 def fit_reference_voter(verifier, valid, images, *, ink=None, k=5, n_per_writer=12, random_state=0):
@@ -216,7 +224,7 @@ def fit_reference_voter(verifier, valid, images, *, ink=None, k=5, n_per_writer=
         Signature table of the validation writers.
     images : ndarray of shape (n_images, 1, H, W)
         Preprocessed images; ``valid["_row"]`` (or, without that column, ``valid.index``) indexes them.
-    ink : ndarray of shape (n_images, 2) or None, default=None
+    ink : ndarray of shape (n_images, m) or None, default=None
         The images' ink measures (:meth:`~sigest.preprocessing.PreprocessImage.transform_with_ink`);
         given, the voter also compares ink (``compare_ink=True``).
     k : int, default=5
@@ -238,12 +246,10 @@ def fit_reference_voter(verifier, valid, images, *, ink=None, k=5, n_per_writer=
     sets = make_reference_sets(valid[["writer", "genuine"]].assign(path=valid["_row"].to_numpy()), k,
                                random_state=random_state)
     sets = sets.sample(frac=1.0, random_state=random_state).groupby(["writer", "label"]).head(n_per_writer)
-    rows = sets[["questioned", *(f"ref_{i}" for i in range(1, k + 1))]].to_numpy(dtype=int)
-    X, row_ink = images[rows], (None if ink is None else np.asarray(ink)[rows])
+    X = _rows_of(images, ink, sets[["questioned", *(f"ref_{i}" for i in range(1, k + 1))]].to_numpy(dtype=int))
     labels = sets["label"].to_numpy()
-    voter = VotingVerifier(FrozenEstimator(verifier), voting="normalized", compare_ink=ink is not None)
-    voter.fit(X, labels, ink=row_ink)
-    return voter.set_params(threshold=choose_threshold(labels, voter.predict_proba(X, ink=row_ink)[:, 1]))
+    voter = VotingVerifier(FrozenEstimator(verifier), voting="normalized", compare_ink=ink is not None).fit(X, labels)
+    return voter.set_params(threshold=choose_threshold(labels, voter.predict_proba(X)[:, 1]))
 
 
 def train_verifier(table, *, images=None, ink=None, preprocessor=None, valid_writers=0.15, size=(150, 220),
@@ -274,8 +280,9 @@ def train_verifier(table, *, images=None, ink=None, preprocessor=None, valid_wri
         The table's images already preprocessed by ``preprocessor``, row for row (a cache);
         None preprocesses them here, once.
     ink : ndarray of shape (n_images, 2) or None, default=None
-        With ``images``, their ink measures (a cache's ``ink``); the voter then compares ink.
-        Measured here when ``images`` is None.
+        With ``images``, their ink measures (a cache's ``ink``). Measured here when ``images`` is
+        None. When known, the pair classifier and the voter compare ink (``compare_ink=True``) and
+        the pipeline's preprocessing measures it (``measure_ink=True``).
     preprocessor : PreprocessImage or None, default=None
         The pipeline's preprocessing; None uses ``PreprocessImage(size)``.
     valid_writers : float, int or sequence of str, default=0.15
@@ -323,7 +330,9 @@ def train_verifier(table, *, images=None, ink=None, preprocessor=None, valid_wri
                                    module__backbone=backbone, max_epochs=max_epochs, lr=lr,
                                    writers_per_batch=writers_per_batch, samples_per_writer=samples_per_writer,
                                    init=start, **embedder_params)
-    verifier = fit_pair_head(embedder, valid, images, random_state=random_state)
+    verifier = fit_pair_head(embedder, valid, images, ink=ink, random_state=random_state)
+    if ink is not None:  # the pipeline measures ink for the verifiers that compare it
+        preprocessor = clone(preprocessor).set_params(measure_ink=True)
     pipeline = verifier_pipeline(preprocessor, verifier)
     counts = valid.groupby("writer")["genuine"].agg(["sum", "size"])
     counts = counts[counts["size"] > counts["sum"]]  # writers with a skilled forgery

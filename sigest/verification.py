@@ -12,7 +12,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from .embedder import SiameseEmbedder
 
-__all__ = ["LogisticSiameseRegression", "VotingVerifier", "embed_distinct", "pair_features", "pairs_to_targets"]
+__all__ = ["LogisticSiameseRegression", "VotingVerifier", "embed_distinct", "ink_difference", "pair_features",
+           "pairs_to_targets"]
 
 
 def pair_features(embeddings):
@@ -28,6 +29,56 @@ def pair_features(embeddings):
     """
     a, b = embeddings[:, 0], embeddings[:, 1]
     return np.hstack([np.abs(a - b), a * b])
+
+
+def ink_difference(ink):
+    """``|log measure of the questioned - mean log measure of the references|`` per row and measure.
+
+    Parameters
+    ----------
+    ink : array-like of shape (n, 1 + k, m) or (n, 1 + k)
+        Positive ink measures of the rows' images, questioned first (for a pair, either order), as
+        :meth:`sigest.preprocessing.PreprocessImage.transform_with_ink` returns for rows (m=2: ink
+        pixels and stroke width); a 2-D array is one measure.
+
+    Returns
+    -------
+    difference : ndarray of shape (n, m)
+    """
+    ink = np.asarray(ink, dtype=float)
+    if ink.ndim == 2:
+        ink = ink[:, :, None]
+    if ink.ndim != 3 or ink.shape[1] < 2 or not np.all(ink > 0):
+        raise ValueError(f"ink must be positive measures of shape (n, 1 + k, m), got shape {ink.shape}")
+    log = np.log(ink)
+    return np.abs(log[:, 0] - log[:, 1:].mean(axis=1))
+
+
+def _split_ink(X):
+    """(images, ink) from ``PreprocessImage(measure_ink=True)``'s dict; other input gives (X, None)."""
+    if isinstance(X, dict):
+        if "images" not in X:
+            raise ValueError("dict input needs 'images' (and 'ink'), as PreprocessImage(measure_ink=True) makes it")
+        return X["images"], X.get("ink")
+    return X, None
+
+
+def _checked_ink(ink, shape, compare_ink):
+    """The ink measures of images of leading ``shape`` (n, k) when ``compare_ink``, else None."""
+    if not compare_ink:
+        return None
+    if ink is None:
+        raise ValueError("compare_ink=True needs the images' ink measures: put PreprocessImage(measure_ink=True) "
+                         "before this estimator, or pass {'images': ..., 'ink': ...}")
+    ink = np.asarray(ink, dtype=float)
+    if ink.shape[:2] != tuple(shape):
+        raise ValueError(f"ink measures of shape {ink.shape} do not match images of leading shape {tuple(shape)}")
+    return ink
+
+
+def _with_ink(images, ink):
+    """Estimator input: the images alone, or with their ink measures as a dict."""
+    return images if ink is None else {"images": images, "ink": ink}
 
 
 def _as_preprocessed(X, expected):
@@ -174,6 +225,11 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
     threshold : float, default=0.5
         ``predict`` says genuine (1) when ``predict_proba(X)[:, 1] >= threshold``; evaluation
         chooses it on validation writers (:func:`sigest.evaluation.choose_threshold`).
+    compare_ink : bool, default=False
+        Add the pair's :func:`ink_difference` (ink pixels and stroke width on the page, which
+        cropping and resizing hide from the network) to the features. ``X`` must then carry the
+        measures: ``{"images": ..., "ink": (n_pairs, 2, 2)}``, as ``PreprocessImage(measure_ink=True)``
+        makes it. It assumes both images of a pair were scanned alike (same resolution).
     random_state : int or None, default=None
         Seed of the default embedder and of the logistic regression.
 
@@ -206,33 +262,39 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         "fine_tune": ["boolean"],
         "C": [Interval(Real, 0, None, closed="neither")],
         "threshold": [Interval(Real, 0, 1, closed="both")],
+        "compare_ink": ["boolean"],
         "random_state": ["random_state"],
     }
 
-    def __init__(self, embedder=None, *, fine_tune=False, C=1.0, threshold=0.5, random_state=None):
+    def __init__(self, embedder=None, *, fine_tune=False, C=1.0, threshold=0.5, compare_ink=False,
+                 random_state=None):
         self.embedder = embedder
         self.fine_tune = fine_tune
         self.C = C
         self.threshold = threshold
+        self.compare_ink = compare_ink
         self.random_state = random_state
 
     def __sklearn_tags__(self):
         return _image_pair_tags(super().__sklearn_tags__())
 
     def _check_pairs(self, X):
+        """(images (n_pairs, 2, 1, H, W), ink measures (n_pairs, 2, m) or None)."""
+        X, ink = _split_ink(X)
         X = _as_preprocessed(X, "(n_pairs, 2, 1, H, W)")
         if X.shape[1] != 2:
             raise ValueError(f"expected pairs (n_pairs, 2, 1, H, W), got {X.shape}")
         _check_image_shape(self, X.shape[2:])
-        return X
+        return X, _checked_ink(ink, X.shape[:2], self.compare_ink)
 
     def fit(self, X, y):
         """Fit the embedder if needed, then the logistic regression.
 
         Parameters
         ----------
-        X : array-like of shape (n_pairs, 2, 1, H, W)
-            Preprocessed (reference, questioned) pairs.
+        X : array-like of shape (n_pairs, 2, 1, H, W), or dict
+            Preprocessed (reference, questioned) pairs; with ``compare_ink``,
+            ``{"images": pairs, "ink": (n_pairs, 2, m)}``.
         y : array-like of shape (n_pairs,)
             1 if the questioned signature is a genuine signature of the reference's writer, 0 if
             it is a forgery.
@@ -243,7 +305,7 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         """
         self._validate_params()
         self.__dict__.pop("input_shape_", None)
-        X = self._check_pairs(X)
+        X, ink = self._check_pairs(X)
         y = _check_pair_labels(y)
         embedder = self.embedder if self.embedder is not None else SiameseEmbedder(random_state=self.random_state)
         if isinstance(embedder, FrozenEstimator):
@@ -259,28 +321,41 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
             else:
                 self.embedder_ = clone(embedder).fit(images, targets)
         self.classifier_ = LogisticRegression(C=self.C, max_iter=1000, random_state=self.random_state)
-        self.classifier_.fit(pair_features(self._embed_pairs(X)), y)
+        self.classifier_.fit(self._head_inputs(self._embed_pairs(X), ink), y)
         self.classes_ = self.classifier_.classes_
         self.input_shape_ = tuple(X.shape[2:])
         return self
 
     def embed(self, X):
-        """Embeddings of preprocessed images: (n, 1, H, W) -> (n, d), or (n, k, 1, H, W) -> (n, k, d)."""
+        """Embeddings of preprocessed images: (n, 1, H, W) -> (n, d), or (n, k, 1, H, W) -> (n, k, d).
+
+        ``PreprocessImage(measure_ink=True)``'s dict is taken too (its images are embedded).
+        """
         check_is_fitted(self)
-        return self.embedder_.transform(X)
+        return self.embedder_.transform(_split_ink(X)[0])
 
     def _embed_pairs(self, X):
         """(n_pairs, 2, 1, H, W) -> (n_pairs, 2, d), an image shared by several pairs embedded once."""
         return embed_distinct(self.embedder_.transform, X.reshape(-1, *X.shape[2:])).reshape(len(X), 2, -1)
 
-    def proba_from_embeddings(self, embeddings):
-        """Genuine probability of embedded pairs: (n_pairs, 2, d) -> (n_pairs,)."""
+    def _head_inputs(self, embeddings, ink):
+        """The logistic regression's input: :func:`pair_features`, then the ink differences with ``compare_ink``."""
+        features = pair_features(embeddings)
+        return features if ink is None else np.hstack([features, ink_difference(ink)])
+
+    def proba_from_embeddings(self, embeddings, ink=None):
+        """Genuine probability of embedded pairs: (n_pairs, 2, d) -> (n_pairs,).
+
+        ``ink`` (n_pairs, 2, m), the pairs' ink measures, is required with ``compare_ink``.
+        """
         check_is_fitted(self)
-        return self.classifier_.predict_proba(pair_features(embeddings))[:, 1]
+        ink = _checked_ink(ink, embeddings.shape[:2], self.compare_ink)
+        return self.classifier_.predict_proba(self._head_inputs(embeddings, ink))[:, 1]
 
     def _features(self, X):
         check_is_fitted(self)
-        return pair_features(self._embed_pairs(self._check_pairs(X)))
+        X, ink = self._check_pairs(X)
+        return self._head_inputs(self._embed_pairs(X), ink)
 
     def decision_function(self, X):
         """Log-odds that the questioned signature is genuine: (n_pairs, 2, 1, H, W) -> (n_pairs,)."""
@@ -328,10 +403,10 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         Genuine when the mean probability (soft) or the share of genuine votes (hard) reaches it.
     compare_ink : bool, default=False
         With ``voting="normalized"``: also compare the questioned signature's ink on the page with
-        the references' (:meth:`ink_difference` of the amount of ink and of the stroke width, more
-        inputs of the calibration), which cropping and resizing hide from the network. ``fit``,
-        ``predict_proba`` and ``predict`` then need ``ink`` of shape (n, 1 + k, 2), as
-        :meth:`sigest.preprocessing.PreprocessImage.transform_with_ink` measures it. Measured
+        the references' (:func:`ink_difference` of the amount of ink and of the stroke width, more
+        inputs of the calibration), which cropping and resizing hide from the network. ``X`` must
+        then carry the measures: ``{"images": rows, "ink": (n, 1 + k, m)}``, as
+        ``PreprocessImage(measure_ink=True)`` makes it. Measured
         with ``benchmarks/scoring.py`` (3 writer folds x 5 reference draws, k=5, EER Bengali /
         CEDAR / Dutch): see the README's table. It assumes references and questioned signatures
         were scanned alike (same resolution).
@@ -374,55 +449,63 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     @staticmethod
     def _check_rows(X):
+        """(images (n, 1 + k, 1, H, W), ink measures (n, 1 + k, m) or None)."""
+        X, ink = _split_ink(X)
         X = _as_preprocessed(X, "(n, 1 + k, 1, H, W) rows (questioned, ref_1, ..., ref_k)")
         if X.shape[1] < 2:
             raise ValueError(f"each row needs a questioned signature and at least one reference, got {X.shape}")
-        return X
+        return X, (None if ink is None else _checked_ink(ink, X.shape[:2], True))
 
     @staticmethod
     def _as_pairs(X):
-        """(n, 1 + k, ...) rows -> (n * k, 2, ...) (reference, questioned) pairs, row-major."""
+        """(n, 1 + k, ...) rows -> (n * k, 2, ...) (reference, questioned) pairs, row-major; None stays None."""
+        if X is None:
+            return None
         n, m = X.shape[:2]
         questioned = np.repeat(X[:, :1], m - 1, axis=1)
         return np.stack([X[:, 1:], questioned], axis=2).reshape(n * (m - 1), 2, *X.shape[2:])
 
-    def fit(self, X, y, ink=None):
+    def fit(self, X, y):
         """Fit the pair estimator on every (reference, questioned) pair of the rows.
 
         Parameters
         ----------
-        X : array-like of shape (n, 1 + k, 1, H, W)
+        X : array-like of shape (n, 1 + k, 1, H, W), or dict
+            Rows (questioned, ref_1, ..., ref_k); ``{"images": rows, "ink": (n, 1 + k, m)}`` to
+            compare ink (here or in the pair estimator).
         y : array-like of shape (n,), 1 genuine questioned signature, 0 forgery
-        ink : array-like of shape (n, 1 + k, 2) or None, default=None
-            Ink measures of the rows' images; required with ``compare_ink=True``.
 
         Returns
         -------
         self : VotingVerifier
         """
         self._validate_params()
-        X = self._check_rows(X)
+        X, ink = self._check_rows(X)
         y = np.asarray(y).astype(int)
-        self.estimator_ = clone(self.estimator).fit(self._as_pairs(X), np.repeat(y, X.shape[1] - 1))
+        pairs = _with_ink(self._as_pairs(X), self._as_pairs(ink))
+        self.estimator_ = clone(self.estimator).fit(pairs, np.repeat(y, X.shape[1] - 1))
         self.classes_ = np.array([0, 1])
         self.n_references_ = X.shape[1] - 1
         if self.voting == "normalized":
             if set(np.unique(y)) != {0, 1}:
                 raise ValueError("voting='normalized' calibrates on rows of both labels, 0 (forgery) and 1 (genuine)")
-            self.calibrator_ = LogisticRegression().fit(self._scores(X, ink), y)
+            self.calibrator_ = LogisticRegression().fit(self._scores(_with_ink(X, ink)), y)
         return self
 
     def reference_probabilities(self, X):
         """Genuine probability of the questioned signature against each reference: (n, k)."""
         check_is_fitted(self)
-        X = self._check_rows(X)
+        X, ink = self._check_rows(X)
         _check_image_shape(self.estimator_, X.shape[2:])
         n, m = X.shape[:2]
         estimator = self.estimator_
+        pair_ink = self._as_pairs(ink)
         if not _embeds(estimator):
-            return estimator.predict_proba(self._as_pairs(X))[:, 1].reshape(n, m - 1)
+            return estimator.predict_proba(_with_ink(self._as_pairs(X), pair_ink))[:, 1].reshape(n, m - 1)
         E = self._embedded_rows(X)
         pairs = np.stack([E[:, 1:], np.repeat(E[:, :1], m - 1, axis=1)], axis=2).reshape(n * (m - 1), 2, -1)
+        if getattr(estimator, "compare_ink", False):
+            return estimator.proba_from_embeddings(pairs, ink=pair_ink).reshape(n, m - 1)
         return estimator.proba_from_embeddings(pairs).reshape(n, m - 1)
 
     def _embedded_rows(self, X):
@@ -438,7 +521,7 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         X : array-like of shape (n, 1 + k, 1, H, W), k >= 2
         """
         check_is_fitted(self)
-        X = self._check_rows(X)
+        X, _ = self._check_rows(X)
         if X.shape[1] < 3 or not _embeds(self.estimator_):
             raise ValueError("the distance ratio needs an estimator that embeds and at least 2 references per row")
         E = self._embedded_rows(X)
@@ -447,40 +530,14 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         spread = np.linalg.norm(E[:, 1:][:, i] - E[:, 1:][:, j], axis=2).mean(axis=1)
         return questioned / np.maximum(spread, 1e-6)
 
-    @staticmethod
-    def ink_difference(ink):
-        """``|log measure of the questioned - mean log measure of the references|`` per row and measure.
-
-        Parameters
-        ----------
-        ink : array-like of shape (n, 1 + k, m) or (n, 1 + k)
-            Positive ink measures of the rows' images, questioned first, as
-            :meth:`sigest.preprocessing.PreprocessImage.transform_with_ink` returns for rows (m=2:
-            ink pixels and stroke width); a 2-D array is one measure.
-
-        Returns
-        -------
-        difference : ndarray of shape (n, m)
-        """
-        ink = np.asarray(ink, dtype=float)
-        if ink.ndim == 2:
-            ink = ink[:, :, None]
-        if ink.ndim != 3 or ink.shape[1] < 2 or not np.all(ink > 0):
-            raise ValueError(f"ink must be positive measures of shape (n, 1 + k, m), got shape {ink.shape}")
-        log = np.log(ink)
-        return np.abs(log[:, 0] - log[:, 1:].mean(axis=1))
-
-    def _scores(self, X, ink):
+    def _scores(self, X):
         """The calibration's inputs: (n, 1) log distance ratio, or (n, 1 + m) with the ink differences."""
         log_ratio = np.log(np.maximum(self.distance_ratio(X), 1e-6))[:, None]
         if not self.compare_ink:
             return log_ratio
-        if ink is None:
-            raise ValueError("compare_ink=True needs ink, the rows' ink measures of shape (n, 1 + k, 2), from "
-                             "PreprocessImage.transform_with_ink")
-        if len(ink) != len(log_ratio):
-            raise ValueError(f"ink has {len(ink)} rows for {len(log_ratio)} rows of images")
-        return np.column_stack([log_ratio, self.ink_difference(ink)])
+        images, ink = _split_ink(X)
+        ink = _checked_ink(ink, np.shape(images)[:2], True)
+        return np.column_stack([log_ratio, ink_difference(ink)])
 
     def reference_votes(self, per_reference):
         """Each reference's decision (1 genuine) from its probability: the pair estimator's ``predict`` rule.
@@ -504,16 +561,13 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             return self.reference_votes(per_reference).mean(axis=1)
         return per_reference.mean(axis=1)
 
-    def predict_proba(self, X, ink=None):
-        """Combined probabilities of shape (n, 2): column 1 genuine (mean probability, vote share or calibrated).
-
-        ``ink`` (n, 1 + k, 2) is required with ``compare_ink=True`` and ignored otherwise.
-        """
+    def predict_proba(self, X):
+        """Combined probabilities of shape (n, 2): column 1 genuine (mean probability, vote share or calibrated)."""
         if self.voting == "normalized":
-            return self.calibrator_.predict_proba(self._scores(X, ink))
+            return self.calibrator_.predict_proba(self._scores(X))
         score = self.combine(self.reference_probabilities(X))
         return np.column_stack([1 - score, score])
 
-    def predict(self, X, ink=None):
+    def predict(self, X):
         """1 (genuine) or 0 (forgery) per row: (n,)."""
-        return (self.predict_proba(X, ink=ink)[:, 1] >= self.threshold).astype(int)
+        return (self.predict_proba(X)[:, 1] >= self.threshold).astype(int)

@@ -23,7 +23,7 @@ from sigest import (
 )
 from sigest.datasets import make_pairs, split_writers, writer_groups
 from sigest.preprocessing import PreprocessImage
-from sigest.verification import pairs_to_targets
+from sigest.verification import ink_difference, pair_features, pairs_to_targets
 
 SIZE = (32, 64)
 
@@ -273,27 +273,54 @@ def test_normalized_voting_can_compare_the_amount_of_ink(pair_data):
     ink[:, 1:, 0] *= [0.9, 1.0, 1.1]
     ink[4:, 0, 0] *= [3.0, 0.3, 2.5, 0.4]  # the forgeries hold far more or far less ink than the references
     expected = np.abs(np.log(ink[:, 0]) - np.log(ink[:, 1:]).mean(axis=1))
-    np.testing.assert_allclose(VotingVerifier.ink_difference(ink), expected)
-    np.testing.assert_allclose(VotingVerifier.ink_difference(ink[:, :, 0]), expected[:, :1])  # one measure
-    voter = VotingVerifier(FrozenEstimator(clf), voting="normalized", compare_ink=True).fit(rows, labels, ink=ink)
+    np.testing.assert_allclose(ink_difference(ink), expected)
+    np.testing.assert_allclose(ink_difference(ink[:, :, 0]), expected[:, :1])  # one measure
+    voter = VotingVerifier(FrozenEstimator(clf), voting="normalized", compare_ink=True)
+    voter.fit({"images": rows, "ink": ink}, labels)
     features = np.column_stack([np.log(voter.distance_ratio(rows)), expected])
-    np.testing.assert_allclose(voter.predict_proba(rows, ink=ink), voter.calibrator_.predict_proba(features))
+    proba = voter.predict_proba({"images": rows, "ink": ink})
+    np.testing.assert_allclose(proba, voter.calibrator_.predict_proba(features))
     assert voter.calibrator_.coef_[0, 1] < 0  # more ink difference, less genuine
     more_ink = ink.copy()
     more_ink[:4, 0, 0] *= 3  # the genuine rows, as if written with another pen
-    assert np.all(voter.predict_proba(rows, ink=more_ink)[:4, 1] < voter.predict_proba(rows, ink=ink)[:4, 1])
-    np.testing.assert_array_equal(voter.predict(rows, ink=ink), voter.predict_proba(rows, ink=ink)[:, 1] >= 0.5)
-    with pytest.raises(ValueError, match="needs ink"):
+    assert np.all(voter.predict_proba({"images": rows, "ink": more_ink})[:4, 1] < proba[:4, 1])
+    np.testing.assert_array_equal(voter.predict({"images": rows, "ink": ink}), proba[:, 1] >= 0.5)
+    with pytest.raises(ValueError, match="needs the images' ink measures"):
         voter.predict_proba(rows)
     with pytest.raises(ValueError, match="ink must be positive"):
-        voter.predict_proba(rows, ink=ink[:, :1])
-    with pytest.raises(ValueError, match="ink must be positive"):
-        voter.predict_proba(rows, ink=-ink)
-    with pytest.raises(ValueError, match="rows"):
-        voter.predict_proba(rows, ink=ink[:3])
-    # without compare_ink the amounts are ignored
+        voter.predict_proba({"images": rows, "ink": -ink})
+    with pytest.raises(ValueError, match="do not match"):
+        voter.predict_proba({"images": rows, "ink": ink[:3]})
+    # without compare_ink the measures are ignored
     plain = VotingVerifier(FrozenEstimator(clf), voting="normalized").fit(rows, labels)
-    np.testing.assert_array_equal(plain.predict_proba(rows, ink=more_ink), plain.predict_proba(rows))
+    np.testing.assert_array_equal(plain.predict_proba({"images": rows, "ink": more_ink}), plain.predict_proba(rows))
+
+
+def test_the_pair_classifier_can_compare_ink_inside_a_pipeline(pair_data):
+    data, pairs, X, y = pair_data
+    pre = PreprocessImage(size=SIZE, measure_ink=True)
+    measured = pre.transform(X)
+    assert set(measured) == {"images", "ink"} and measured["ink"].shape == (len(X), 2, 2)
+    net = FrozenEstimator(tiny_net().fit(*pairs_to_targets(measured["images"], y)))
+    inked = LogisticSiameseRegression(net, compare_ink=True, random_state=0).fit(measured, y)
+    plain = LogisticSiameseRegression(net, random_state=0).fit(measured, y)  # the measures are ignored
+    assert inked.classifier_.coef_.shape[1] == plain.classifier_.coef_.shape[1] + 2
+    E = inked.embed(measured["images"])
+    features = np.hstack([pair_features(E), ink_difference(measured["ink"])])
+    np.testing.assert_allclose(inked.predict_proba(measured), inked.classifier_.predict_proba(features), rtol=1e-6)
+    np.testing.assert_allclose(inked.proba_from_embeddings(E, ink=measured["ink"]),
+                               inked.predict_proba(measured)[:, 1], rtol=1e-6)
+    with pytest.raises(ValueError, match="measure_ink=True"):
+        inked.predict_proba(measured["images"])
+    pipe = Pipeline([("preprocess", pre), ("verify", LogisticSiameseRegression(net, compare_ink=True))]).fit(X, y)
+    np.testing.assert_allclose(pipe.predict_proba(X), inked.predict_proba(measured), rtol=1e-6)
+    assert confusion_matrix(y, pipe.predict(X)).sum() == len(y)
+    # a voter over the ink-comparing pair classifier: every reference's pair carries its measures
+    rows = pre.transform([[q, *data.images[:3]] for q in data.images[3:7]])
+    voter = VotingVerifier(FrozenEstimator(inked)).fit(rows, np.ones(4))
+    per_reference = voter.reference_probabilities(rows)
+    first = {"images": rows["images"][:, [1, 0]], "ink": rows["ink"][:, [1, 0]]}
+    np.testing.assert_allclose(per_reference[:, 0], inked.predict_proba(first)[:, 1], rtol=1e-5)
 
 
 def test_labels_are_validated_and_other_image_sizes_refused(pair_data):

@@ -55,15 +55,20 @@ def test_the_distance_ratio_voter_round_trips(fitted, small_signatures, tmp_path
     for with_ink in (None, ink):
         model.reference_voter_ = fit_reference_voter(model[-1], table, images, ink=with_ink, k=3)
         try:
+            if with_ink is not None:
+                with pytest.raises(ValueError, match="does not measure it"):
+                    save(model, tmp_path / "voter.safetensors")
+                model.set_params(preprocess__measure_ink=True)
             path = save(model, tmp_path / "voter.safetensors")
         finally:
             voter = model.__dict__.pop("reference_voter_")  # the shared fixture stays as it was
-        twin = load(path, device="cpu").reference_voter_
+            model.set_params(preprocess__measure_ink=False)
+        loaded = load(path, device="cpu")
+        twin = loaded.reference_voter_
         assert twin.voting == "normalized" and twin.n_references_ == 3 and twin.threshold == voter.threshold
-        assert twin.compare_ink == voter.compare_ink == (with_ink is not None)
-        row_ink = None if with_ink is None else ink[at]
-        np.testing.assert_allclose(twin.predict_proba(images[at], ink=row_ink),
-                                   voter.predict_proba(images[at], ink=row_ink), rtol=1e-5, atol=1e-6)
+        assert twin.compare_ink == voter.compare_ink == loaded[0].measure_ink == (with_ink is not None)
+        X = images[at] if with_ink is None else {"images": images[at], "ink": ink[at]}
+        np.testing.assert_allclose(twin.predict_proba(X), voter.predict_proba(X), rtol=1e-5, atol=1e-6)
     assert "reference_voter" not in read_metadata(save(model, tmp_path / "plain.safetensors"))
 
 

@@ -101,6 +101,10 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
         Pad to the output aspect ratio before resizing, so the signature is not stretched.
     invert : bool, default=True
         Ink bright (1.0) on a dark (0.0) background, as networks expect.
+    measure_ink : bool, default=False
+        ``transform`` returns ``{"images": images, "ink": ink}`` (:meth:`transform_with_ink`), so
+        that the verifiers after it in a pipeline can compare the ink on the page
+        (``compare_ink=True``), which the fitted images hide.
     n_jobs : int or None, default=None
         Parallel workers (joblib, threads by default: decoding and the array work release the
         GIL); None means 1, -1 all cores.
@@ -132,6 +136,7 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
         "canvas": [tuple, list, None],
         "keep_aspect": ["boolean"],
         "invert": ["boolean"],
+        "measure_ink": ["boolean"],
         "n_jobs": [Integral, None],
     }
 
@@ -147,6 +152,7 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
         canvas=None,
         keep_aspect=True,
         invert=True,
+        measure_ink=False,
         n_jobs=None,
     ):
         self.size = size
@@ -158,6 +164,7 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
         self.canvas = canvas
         self.keep_aspect = keep_aspect
         self.invert = invert
+        self.measure_ink = measure_ink
         self.n_jobs = n_jobs
 
     def __sklearn_tags__(self):
@@ -205,9 +212,11 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
         Returns
         -------
         images : ndarray of shape (n, 1, height, width) or (n, k, 1, height, width), float32
-            Values in [0, 1]; with ``invert`` ink is bright on a dark background.
+            Values in [0, 1]; with ``invert`` ink is bright on a dark background. With
+            ``measure_ink``, a dict of these ``images`` and their ``ink`` measures.
         """
-        return self.transform_with_ink(X)[0]
+        images, ink = self.transform_with_ink(X)
+        return {"images": images, "ink": ink} if self.measure_ink else images
 
     def transform_with_ink(self, X):
         """Preprocess every image and measure its ink on the page, in one pass.
@@ -297,7 +306,7 @@ class TestPreprocessImage(PreprocessImage):
 
     Parameters
     ----------
-    size, denoise, threshold, min_speck_size, remove_background, crop, canvas, keep_aspect, invert, n_jobs
+    size, denoise, threshold, min_speck_size, remove_background, crop, canvas, keep_aspect, invert, measure_ink, n_jobs
         As in :class:`PreprocessImage`.
     max_angle : float, default=30.0
         Largest correction in degrees; an ink axis tilted further is left as it is.
@@ -331,6 +340,7 @@ class TestPreprocessImage(PreprocessImage):
         canvas=None,
         keep_aspect=True,
         invert=True,
+        measure_ink=False,
         n_jobs=None,
         max_angle=30.0,
     ):
@@ -344,6 +354,7 @@ class TestPreprocessImage(PreprocessImage):
             canvas=canvas,
             keep_aspect=keep_aspect,
             invert=invert,
+            measure_ink=measure_ink,
             n_jobs=n_jobs,
         )
         self.max_angle = max_angle
