@@ -26,6 +26,17 @@ Per rule and test data set: EER on genuine vs skilled forgeries with one global 
 accuracy at the threshold chosen on the validation writers (scored the same way) beside the
 accuracy at the test-oracle threshold. Means over files and reference draws.
 
+Then single pairs (k=1, the number papers print), every genuine/genuine and genuine/skilled pair of
+each test writer: EER with a global threshold and per writer, and accuracy at the validation
+writers' EER threshold beside the oracle's, for the pair rules
+
+- ``distance``: minus the embedding distance;
+- ``head``: sigest's pair head, a logistic regression on ``[|a - b|, a * b]`` fitted as
+  :func:`sigest.training.fit_pair_head` fits it (balanced pairs of the validation writers, skilled
+  and random forgeries, 40 of each label per writer);
+- ``head_ink`` (files with ink measures): the same with the pair's ink differences
+  (``LogisticSiameseRegression(compare_ink=True)``).
+
 Usage: python benchmarks/scoring.py RUN_EMBEDDINGS.npz [...] [--k 5] [--draws 5] [--top 100]
 """
 
@@ -35,8 +46,9 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
-from sigest.metrics import equal_error_rate
-from sigest.verification import ink_difference
+from sigest.datasets import make_pairs
+from sigest.metrics import equal_error_rate, per_writer_eer, within_writer_pairs
+from sigest.verification import ink_difference, pair_features
 
 RULES = ("raw", "nearest", "ratio", "nearest_ratio", "centroid_ratio", "znorm", "cohort", "wd_logistic")
 
@@ -138,6 +150,51 @@ def evaluate(test, valid):
     return out
 
 
+def pair_rules(data, seed=0):
+    """Per test data set and pair rule: EER (global, per writer), honest and oracle accuracy."""
+    E, ink = data["embeddings"], data.get("ink")
+
+    def inputs(a, b, rule):
+        pair = np.stack([E[a], E[b]], axis=1)
+        features = pair_features(pair)
+        if rule == "head_ink":
+            features = np.hstack([features, ink_difference(np.stack([ink[a], ink[b]], axis=1))])
+        return features
+
+    def exhaustive(role):
+        rows = np.flatnonzero(data["role"] == role)
+        first, second, label = within_writer_pairs(data["writer"][rows], data["genuine"][rows])
+        return rows[first], rows[second], label
+
+    valid = np.flatnonzero(data["role"] == "valid")
+    table = pd.DataFrame({"writer": data["writer"][valid], "genuine": data["genuine"][valid], "path": valid})
+    head_pairs = make_pairs(table, protocol="balanced", forgeries="both", n_per_writer=40, random_state=seed)
+    ha, hb = head_pairs["reference"].to_numpy(int), head_pairs["questioned"].to_numpy(int)
+    va, vb, vlabel = exhaustive("valid")
+    ta, tb, tlabel = exhaustive("test")
+    out = []
+    for rule in ("distance", "head") + (("head_ink",) if ink is not None else ()):
+        if rule == "distance":
+            def score(a, b):
+                return -np.linalg.norm(E[a] - E[b], axis=1)
+        else:
+            model = LogisticRegression(max_iter=1000, random_state=seed).fit(inputs(ha, hb, rule), head_pairs["label"])
+
+            def score(a, b, model=model, rule=rule):
+                return model.decision_function(inputs(a, b, rule))
+        chosen = equal_error_rate(vlabel, score(va, vb))[1]
+        scores = score(ta, tb)
+        for dataset in np.unique(data["dataset"][ta]):
+            mask = data["dataset"][ta] == dataset
+            s, y = scores[mask], tlabel[mask]
+            eer, oracle = equal_error_rate(y, s)
+            out.append({"test": dataset, "rule": rule, "EER": eer,
+                        "EER_writer": per_writer_eer(y, s, data["writer"][ta][mask]),
+                        "acc": float(np.mean((s >= chosen) == (y == 1))),
+                        "acc_oracle": float(np.mean((s >= oracle) == (y == 1)))})
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+")
@@ -160,6 +217,11 @@ def main():
     per_file = frame.groupby(["test", "rule", "file"])[["EER", "acc", "acc_oracle"]].mean()
     summary = per_file.groupby(["test", "rule"]).agg(["mean", "std"]) * 100
     print(f"k={args.k}, {len(args.files)} files x {args.draws} reference draws; % (mean and sd over files)")
+    print(summary.round(1).to_string())
+    pairs = pd.DataFrame([{"file": path, **r} for path in args.files
+                          for r in pair_rules(dict(np.load(path, allow_pickle=False)))])
+    summary = pairs.groupby(["test", "rule"])[["EER", "EER_writer", "acc", "acc_oracle"]].agg(["mean", "std"]) * 100
+    print(f"single pairs (k=1), {len(args.files)} files; % (mean and sd over files)")
     print(summary.round(1).to_string())
 
 
