@@ -37,6 +37,7 @@ def make_verifier(
     max_epochs=10,
     lr=3e-3,
     device="auto",
+    compare_ink=False,
     random_state=None,
     verbose=0,
     **embedder_params,
@@ -53,6 +54,9 @@ def make_verifier(
     max_epochs : int, default=10
     lr : float, default=3e-3
     device : str, default="auto"
+    compare_ink : bool, default=False
+        The preprocessing measures each image's ink on the page (``measure_ink``) and the pair
+        classifier compares the pair's measures (``compare_ink``) besides the embeddings.
     random_state : int or None, default=None
     verbose : int, default=0
     **embedder_params
@@ -74,7 +78,8 @@ def make_verifier(
         verbose=verbose,
         **embedder_params,
     )
-    return verifier_pipeline(PreprocessImage(size), LogisticSiameseRegression(embedder, random_state=random_state))
+    return verifier_pipeline(PreprocessImage(size, measure_ink=compare_ink),
+                             LogisticSiameseRegression(embedder, compare_ink=compare_ink, random_state=random_state))
 
 
 def _split(table, writers, random_state):

@@ -107,9 +107,10 @@ def test_logistic_siamese_regression(pair_data):
         clf.fit(X, y)
 
 
-def test_pipeline_grid_search_and_joblib_round_trip(pair_data):
+@pytest.mark.parametrize("compare_ink", [False, True])
+def test_pipeline_grid_search_and_joblib_round_trip(pair_data, compare_ink):
     _, pairs, X, y = pair_data
-    pipe = make_verifier(size=SIZE, max_epochs=1, embedding_dim=16, random_state=0)
+    pipe = make_verifier(size=SIZE, max_epochs=1, embedding_dim=16, compare_ink=compare_ink, random_state=0)
     assert isinstance(pipe, Pipeline)
     pipe.fit(X, y)
     predicted = pipe.predict(X)
@@ -121,8 +122,9 @@ def test_pipeline_grid_search_and_joblib_round_trip(pair_data):
     buffer.seek(0)
     loaded = joblib.load(buffer)
     np.testing.assert_array_equal(loaded.predict_proba(X), pipe.predict_proba(X))
+    assert pipe[-1].classifier_.coef_.shape[1] == 32 + 2 * compare_ink  # [|a-b|, a*b] and the ink differences
     search = GridSearchCV(
-        make_verifier(size=SIZE, max_epochs=1, embedding_dim=16, random_state=0),
+        make_verifier(size=SIZE, max_epochs=1, embedding_dim=16, compare_ink=compare_ink, random_state=0),
         {"preprocess__denoise": [0, 3], "verifier__C": [0.1, 1.0]},
         cv=GroupKFold(n_splits=2),
         scoring="roc_auc",
