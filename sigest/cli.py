@@ -66,6 +66,9 @@ def _read_data(sources, size=None):
         if size is not None and tuple(size) != preprocessor.size:
             raise CommandError(f"{sources[0]} holds {preprocessor.size[0]}x{preprocessor.size[1]} images, "
                                f"not the {size[0]}x{size[1]} asked for with --size")
+        if cache.ink is None:
+            print(f"note: {sources[0]} holds no ink measures (an older cache); the model will not compare ink. "
+                  "Rebuild it with 'sigest prepare' to compare ink", file=sys.stderr)
         return cache.table.drop(columns="index"), {"images": cache_images(cache), "ink": cache.ink,
                                                    "preprocessor": preprocessor}
     return load_signatures(sources[0] if len(sources) == 1 else sources), {}

@@ -43,6 +43,8 @@ def test_verify_exit_status_says_the_verdict(trained, capsys):
     forged = sorted(str(p) for p in (root / "data" / "w005" / "forged").glob("*.png"))
     loaded = sigest.load(model)
     assert loaded.reference_voter_.voting == "normalized"  # train fitted it on its validation writer
+    # training measured the ink, so the pair head and the voter compare it and the pipeline measures it
+    assert loaded[0].measure_ink and loaded[-1].compare_ink and loaded.reference_voter_.compare_ink
     for options, voting, n_refs in (([], "normalized", 3), (["--voting", "soft"], "soft", 3), ([], "soft", 1)):
         status = main(["verify", str(model), "--reference", *refs[:n_refs], "--questioned", forged[0], *options])
         out = capsys.readouterr().out

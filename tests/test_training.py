@@ -44,9 +44,13 @@ def test_cache_round_trip_matches_preprocessing(tmp_path, small_signatures):
     assert cache.table["writer"].tolist() == table["writer"].tolist()
     assert cache.table["genuine"].tolist() == table["genuine"].tolist()
     assert cache_preprocessor(cache).get_params() == pre.get_params()
-    expected = pre.transform(table["path"].tolist()[:5])
+    expected, ink = pre.transform_with_ink(table["path"].tolist()[:5])
     np.testing.assert_allclose(cache_images(cache, [0, 1, 2, 3, 4]), expected, atol=0.5 / 255 + 1e-6)
+    np.testing.assert_array_equal(cache.ink[:5], ink)
     assert not list(tmp_path.glob(".cache.npz.*")), "no temporary file left behind"
+    with np.load(path) as data:  # a cache written before sigest kept ink measures still loads
+        np.savez(tmp_path / "old.npz", **{k: data[k] for k in data.files if k != "ink"})
+    assert load_cache(tmp_path / "old.npz").ink is None
     (tmp_path / "junk.npz").write_bytes(b"not a cache")
     with pytest.raises(ValueError, match="not a sigest cache"):
         load_cache(tmp_path / "junk.npz")
