@@ -55,7 +55,10 @@ def _load_model(spec):
 
 
 def _read_data(sources, size=None):
-    """A signature table and, from one cache file, ``train_verifier``'s ``images``/``ink``/``preprocessor`` (else {})."""
+    """A signature table, and from one cache file ``train_verifier``'s ``images``, ``ink`` and ``preprocessor``.
+
+    From data folders the second value is an empty dict.
+    """
     from .datasets import load_signatures
 
     if len(sources) == 1 and Path(sources[0]).suffix == ".npz":

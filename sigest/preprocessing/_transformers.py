@@ -306,7 +306,9 @@ class TestPreprocessImage(PreprocessImage):
 
     Parameters
     ----------
-    size, denoise, threshold, min_speck_size, remove_background, crop, canvas, keep_aspect, invert, measure_ink, n_jobs
+    size, denoise, threshold, min_speck_size, remove_background, crop, canvas, keep_aspect, invert
+        As in :class:`PreprocessImage`.
+    measure_ink, n_jobs
         As in :class:`PreprocessImage`.
     max_angle : float, default=30.0
         Largest correction in degrees; an ink axis tilted further is left as it is.
