@@ -182,9 +182,10 @@ def cmd_verify(args):
     if args.report:
         from .plotting import plot_verification
 
-        images = model[0].transform_with_ink([args.questioned, *args.reference])[0][:, 0]
-        plot_verification(images[0], images[1:], per_reference, probability, threshold, args.report,
-                          names=[Path(p).name for p in [args.questioned, *args.reference]])
+        images, ink = model[0].transform_with_ink([args.questioned, *args.reference])
+        plot_verification(images[0, 0], images[1:, 0], per_reference, probability, threshold, args.report,
+                          names=[Path(p).name for p in [args.questioned, *args.reference]],
+                          ink=ink if model[0].measure_ink else None)
     print(f"{verdict} probability_genuine={probability:.4f} threshold={threshold:.4f} voting={voting} "
           f"per_reference={np.round(per_reference, 4).tolist()}")
     return EXIT_GENUINE if label == 1 else EXIT_FORGED

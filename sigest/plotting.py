@@ -54,7 +54,7 @@ def plot_score_histogram(scores, kinds, threshold, path, *, xlabel="genuine prob
     return _save(fig, path)
 
 
-def plot_verification(questioned, references, per_reference, probability, threshold, path, *, names=None):
+def plot_verification(questioned, references, per_reference, probability, threshold, path, *, names=None, ink=None):
     """The evidence of one verification: the questioned signature beside each reference.
 
     Parameters
@@ -72,9 +72,15 @@ def plot_verification(questioned, references, per_reference, probability, thresh
         PNG file to write.
     names : sequence of str or None
         Labels of the questioned image and the references (file names).
+    ink : ndarray of shape (1 + k, 2) or None
+        Ink pixels and stroke width of each image on the page
+        (:meth:`~sigest.preprocessing.PreprocessImage.transform_with_ink`), shown under its name:
+        what the ink comparison weighed, which the preprocessed images no longer show.
     """
     k = len(references)
     names = list(names) if names is not None else ["questioned"] + [f"reference {i + 1}" for i in range(k)]
+    if ink is not None:
+        names = [f"{name}\nink {int(pixels)} px, stroke {width:.1f} px" for name, (pixels, width) in zip(names, ink)]
     genuine = probability >= threshold
     fig = Figure(figsize=(3.2 * (k + 1), 3.0))
     axes = fig.subplots(1, k + 1, squeeze=False)[0]
@@ -84,7 +90,7 @@ def plot_verification(questioned, references, per_reference, probability, thresh
         ax.set_title(title, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    axes[0].set_title(f"{names[0]} (questioned)", fontsize=9, color="tab:green" if genuine else "tab:red")
+    axes[0].set_title(f"(questioned) {names[0]}", fontsize=9, color="tab:green" if genuine else "tab:red")
     fig.suptitle(f"{'GENUINE' if genuine else 'FORGED'}: P(genuine) {probability:.3f}, threshold {threshold:.3f}",
                  color="tab:green" if genuine else "tab:red")
     return _save(fig, path)

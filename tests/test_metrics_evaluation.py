@@ -155,3 +155,17 @@ def test_plotting_leaves_the_users_matplotlib_backend_alone(tmp_path):
     finally:
         matplotlib.use(before)
     assert (tmp_path / "cm.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_evidence_names_each_image_and_its_ink(tmp_path):
+    from sigest.plotting import plot_verification
+
+    images = np.zeros((3, 20, 30), np.float32)
+    ink = np.array([[900, 4.2], [450, 2.1], [470, 2.0]])
+    fig = plot_verification(images[0], images[1:], np.array([0.2, 0.3]), 0.1, 0.5, tmp_path / "e.png",
+                            names=["q.png", "r1.png", "r2.png"], ink=ink)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0] == "(questioned) q.png\nink 900 px, stroke 4.2 px"
+    assert titles[2] == "r2.png\nink 470 px, stroke 2.0 px\nP(genuine) 0.300"
+    assert fig._suptitle.get_text().startswith("FORGED")
+    assert (tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
