@@ -9,7 +9,7 @@ from sklearn.utils import Bunch
 
 from .datasets import check_writers, make_pairs, make_reference_sets
 from .metrics import build_confusion_matrix, equal_error_rate, far_frr, per_writer_eer, roc_auc
-from .verification import VotingVerifier, _embeds, _split_ink, _with_ink
+from .verification import VotingVerifier, _embeds, _proba_from_embeddings, _select, _split_ink
 
 __all__ = ["score_pairs", "choose_threshold", "threshold_metrics", "voting_scores", "evaluate", "format_report"]
 
@@ -36,14 +36,10 @@ def score_pairs(model, references, questioned):
     """
     images, ink, index = _preprocessed(model, list(references) + list(questioned))
     at = np.column_stack([[index[r] for r in references], [index[q] for q in questioned]])
-    pair_ink = None if ink is None else ink[at]
     verifier = model[-1]
     if _embeds(verifier):
-        E = verifier.embed(images)
-        if getattr(verifier, "compare_ink", False):
-            return verifier.proba_from_embeddings(E[at], ink=pair_ink)
-        return verifier.proba_from_embeddings(E[at])
-    return verifier.predict_proba(_with_ink(images[at], pair_ink))[:, 1]
+        return _proba_from_embeddings(verifier, verifier.embed(images)[at], None if ink is None else ink[at])
+    return verifier.predict_proba(_select(images, ink, at))[:, 1]
 
 
 def choose_threshold(y_true, scores):
@@ -94,7 +90,7 @@ def voting_scores(model, table, k, *, voting="soft", random_state=0):
     labels, writers = sets["label"].to_numpy(), sets["writer"].to_numpy()
     images, ink, index = _preprocessed(model, [item for row in rows for item in row])
     at = np.array([[index[item] for item in row] for row in rows])
-    X, first = (_with_ink(images[a], None if ink is None else ink[a]) for a in (at, at[:1]))
+    X, first = _select(images, ink, at), _select(images, ink, at[:1])
     voter = getattr(model, "reference_voter_", None)
     if voting == "normalized" and voter is not None:
         score = voter.predict_proba(X)[:, 1]

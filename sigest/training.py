@@ -18,7 +18,7 @@ from .callbacks import WriterEER
 from .datasets import check_writers, make_pairs, make_reference_sets, split_writers
 from .embedder import SiameseEmbedder, embedding_targets
 from .preprocessing import PreprocessImage
-from .verification import LogisticSiameseRegression, VotingVerifier
+from .verification import LogisticSiameseRegression, VotingVerifier, _select
 
 __all__ = ["verifier_pipeline", "make_verifier", "train_siamese_model", "fit_pair_head", "fit_reference_voter",
            "train_verifier"]
@@ -204,7 +204,7 @@ def fit_pair_head(embedder, valid, images, *, ink=None, n_per_writer=40, random_
                                         random_state=random_state)
     verifier = LogisticSiameseRegression(FrozenEstimator(embedder), compare_ink=ink is not None,
                                          random_state=random_state)
-    verifier.fit(_rows_of(images, ink, head_rows), head_labels)
+    verifier.fit(_select(images, ink, head_rows), head_labels)
     rows, labels = _pair_rows(valid, forgeries="skilled")
     distinct = np.unique(rows)
     embedded = dict(zip(distinct, embedder.transform(images[distinct])))
@@ -212,10 +212,6 @@ def fit_pair_head(embedder, valid, images, *, ink=None, n_per_writer=40, random_
     probability = verifier.proba_from_embeddings(pairs, ink=None if ink is None else np.asarray(ink)[rows])
     return verifier.set_params(threshold=choose_threshold(labels, probability))
 
-
-def _rows_of(images, ink, rows):
-    """Estimator input for rows of image indices: the images, or with ``ink`` a dict of images and measures."""
-    return images[rows] if ink is None else {"images": images[rows], "ink": np.asarray(ink)[rows]}
 
 
 def fit_reference_voter(verifier, valid, images, *, ink=None, k=5, n_per_writer=12, random_state=0):
@@ -251,7 +247,7 @@ def fit_reference_voter(verifier, valid, images, *, ink=None, k=5, n_per_writer=
     sets = make_reference_sets(valid[["writer", "genuine"]].assign(path=valid["_row"].to_numpy()), k,
                                random_state=random_state)
     sets = sets.sample(frac=1.0, random_state=random_state).groupby(["writer", "label"]).head(n_per_writer)
-    X = _rows_of(images, ink, sets[["questioned", *(f"ref_{i}" for i in range(1, k + 1))]].to_numpy(dtype=int))
+    X = _select(images, ink, sets[["questioned", *(f"ref_{i}" for i in range(1, k + 1))]].to_numpy(dtype=int))
     labels = sets["label"].to_numpy()
     voter = VotingVerifier(FrozenEstimator(verifier), voting="normalized", compare_ink=ink is not None).fit(X, labels)
     return voter.set_params(threshold=choose_threshold(labels, voter.predict_proba(X)[:, 1]))

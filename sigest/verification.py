@@ -81,6 +81,18 @@ def _with_ink(images, ink):
     return images if ink is None else {"images": images, "ink": ink}
 
 
+def _select(images, ink, index):
+    """Estimator input for ``images[index]``, with the matching ink measures when there are any."""
+    return _with_ink(images[index], None if ink is None else np.asarray(ink)[index])
+
+
+def _proba_from_embeddings(estimator, pairs, ink):
+    """``estimator.proba_from_embeddings`` of embedded pairs, handing it the pairs' ink when it compares ink."""
+    if getattr(estimator, "compare_ink", False):
+        return estimator.proba_from_embeddings(pairs, ink=ink)
+    return estimator.proba_from_embeddings(pairs)
+
+
 def _as_preprocessed(X, expected):
     """``X`` as a float32 array of preprocessed images, or a ValueError that says what to do."""
     try:
@@ -504,9 +516,7 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             return estimator.predict_proba(_with_ink(self._as_pairs(X), pair_ink))[:, 1].reshape(n, m - 1)
         E = self._embedded_rows(X)
         pairs = np.stack([E[:, 1:], np.repeat(E[:, :1], m - 1, axis=1)], axis=2).reshape(n * (m - 1), 2, -1)
-        if getattr(estimator, "compare_ink", False):
-            return estimator.proba_from_embeddings(pairs, ink=pair_ink).reshape(n, m - 1)
-        return estimator.proba_from_embeddings(pairs).reshape(n, m - 1)
+        return _proba_from_embeddings(estimator, pairs, pair_ink).reshape(n, m - 1)
 
     def _embedded_rows(self, X):
         """Embeddings of the rows, (n, 1 + k, d), each distinct image embedded once."""
