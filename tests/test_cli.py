@@ -1,10 +1,13 @@
 import joblib
+import numpy as np
 import pytest
 
 import sigest
 from sigest import perform_voting
+from sigest.cache import cache_images, cache_preprocessor, load_cache
 from sigest.cli import main
 from sigest.datasets import load_signatures, make_signatures, save_signatures
+from sigest.preprocessing import PreprocessImage
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +112,19 @@ def test_bad_output_paths_fail_before_any_work(trained, tmp_path, capsys):
     blocker.write_text("")
     status = main(["prepare", str(root / "data"), "--out", str(blocker / "cache.npz"), "--quiet"])
     assert status == 2 and "not a folder" in capsys.readouterr().err
+
+
+def test_prepare_binarize_is_kept_in_the_cache(trained, tmp_path, capsys):
+    root, _ = trained
+    status = main(["prepare", str(root / "data"), "--out", str(tmp_path / "bin.npz"), "--size", "32", "64",
+                   "--binarize", "--jobs", "1", "--quiet"])
+    assert status == 0 and "preprocessed" in capsys.readouterr().out
+    cache = load_cache(tmp_path / "bin.npz")
+    assert cache_preprocessor(cache).binarize and cache.images.shape[1:] == (32, 64)
+    paths = cache.table["path"].tolist()[:4]
+    binary = PreprocessImage((32, 64), binarize=True).transform(paths)
+    np.testing.assert_allclose(cache_images(cache, [0, 1, 2, 3]), binary, atol=0.5 / 255 + 1e-6)
+    assert not np.allclose(PreprocessImage((32, 64)).transform(paths), binary, atol=0.05)
 
 
 def test_verify_report_draws_the_evidence(trained, tmp_path, capsys):

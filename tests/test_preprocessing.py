@@ -132,6 +132,19 @@ def test_canvas_keeps_relative_size_and_fitting_forgets_it():
         PreprocessImage(canvas=(0, 10)).fit([small])
 
 
+def test_binarize_drops_the_ink_gray_levels_and_keeps_the_shape():
+    """Two pens of other darkness give one image once binarized, and two images otherwise."""
+    dark, pale = _bar_page(20, 120), _bar_page(20, 120)
+    pale[pale == 30] = 110
+    for cls in (PreprocessImage, TestPreprocessImage):
+        gray = cls(size=(30, 60)).transform([dark, pale])
+        assert not np.allclose(gray[0], gray[1])
+        binary = cls(size=(30, 60), binarize=True).transform([dark, pale])
+        np.testing.assert_array_equal(binary[0], binary[1])
+        np.testing.assert_array_equal(binary[0] > 0.5, gray[0] > 0.5)  # same strokes where they are
+    np.testing.assert_array_equal(F.binarize(np.array([[True, False]])), [[0, 255]])
+
+
 def test_transform_with_ink_measures_the_ink_on_the_page():
     small, large = _bar_page(10, 60), _bar_page(20, 120)
     pre = PreprocessImage(size=(30, 60))

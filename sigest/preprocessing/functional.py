@@ -16,6 +16,7 @@ __all__ = [
     "remove_specks",
     "has_ink",
     "remove_background",
+    "binarize",
     "crop_to_mask",
     "pad_to_aspect",
     "resize",
@@ -141,6 +142,11 @@ def has_ink(image, mask, min_contrast=20, histogram=None):
 def remove_background(image, mask):
     """Set every non-ink pixel to white paper (255), keeping the ink's gray levels."""
     return np.where(mask, image, np.uint8(255))
+
+
+def binarize(mask):
+    """Black ink (0) on white paper (255): the strokes' shape without the ink's gray levels, uint8 (h, w)."""
+    return np.where(mask, np.uint8(0), np.uint8(255))
 
 
 def crop_to_mask(image, mask, margin=0):

@@ -1,0 +1,126 @@
+"""Writer-free cues: what tells a data set's forgeries apart without looking at any reference?
+
+A verifier should compare the questioned signature with the claimed writer's references. If a
+property of the questioned image *alone* separates forgeries from genuine signatures across
+writers, it is a trace of how the data set was collected (other pens, other scanner settings), and
+a model that sees it can score well on the benchmark and fail on real documents. This script
+measures such traces, so that every accuracy figure can be read against them:
+
+1. For every image of a cache (``sigest prepare``), global measures at the scan's own resolution:
+   ink pixels, stroke width, ink box height and width, 8-connected ink components, and the mean
+   and spread of the ink's gray levels. Per data set: the EER of each measure alone, genuine vs
+   skilled forgeries, all writers pooled, no reference (50 % = no cue; the better of the two
+   directions is reported).
+2. With ``--embeddings`` (files of ``benchmarks/recipe.py --save-embeddings`` made from the same
+   cache): a logistic regression on the questioned embedding alone, fitted on the training
+   writers, EER on the test writers; and the 5-reference control of the ink comparison: the
+   distance ratio plus the ink *differences* (what sigest ships) against the ratio plus the
+   questioned image's own ink, each calibrated on the validation writers. If the ink lever were
+   a one-sided trace, the second would do as well as the first.
+
+Usage: python benchmarks/cues.py CACHE.npz [--embeddings RUN.npz ...] [--draws 3]
+"""
+
+import argparse
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from scipy import ndimage
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sigest.cache import cache_preprocessor, load_cache
+from sigest.metrics import equal_error_rate
+from sigest.preprocessing import functional as F
+from sigest.verification import ink_difference
+
+MEASURES = ("ink pixels", "stroke width", "box height", "box width", "ink components", "ink gray mean", "ink gray spread")
+
+
+def page_measures(path, preprocessor):
+    """The :data:`MEASURES` of one image, on its ink as ``preprocessor`` finds it on the page: list of 7 floats."""
+    gray, mask = preprocessor.ink_on_page(path)
+    ink, stroke = F.ink_measures(mask)
+    _, components = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    levels = gray[mask].astype(np.float64)
+    return [ink, stroke, *mask.shape, components, levels.mean(), levels.std()]
+
+
+def single_measure_eer(measures, table):
+    """Per data set and measure: EER (%) of the measure alone on genuine vs skilled, the better direction."""
+    out = {}
+    for dataset, rows in table.groupby("dataset").groups.items():
+        genuine = table.loc[rows, "genuine"].to_numpy()
+        eers = [equal_error_rate(genuine, measures[rows, j])[0] for j in range(measures.shape[1])]
+        out[dataset] = [100 * min(e, 1 - e) for e in eers]
+    return pd.DataFrame(out, index=MEASURES).round(1)
+
+
+def _ratio_rows(data, log_ink, role, rng, k=5):
+    """Per questioned signature of ``role``'s writers: data set, label, log distance ratio, ink differences, own log ink."""
+    E, writer, genuine = data["embeddings"], data["writer"], data["genuine"]
+    members = np.flatnonzero(data["role"] == role)
+    parts = []
+    for w in np.unique(writer[members]):
+        own = members[writer[members] == w]
+        shuffled = rng.permutation(own[genuine[own]])
+        refs, questioned = shuffled[:k], np.concatenate([shuffled[k:], own[~genuine[own]]])
+        i, j = np.triu_indices(k, 1)
+        mutual = np.linalg.norm(E[refs][i] - E[refs][j], axis=1).mean()
+        ratio = np.log(np.linalg.norm(E[questioned][:, None] - E[refs][None], axis=2).mean(axis=1) / mutual)
+        pair_ink = np.concatenate([data["ink"][questioned][:, None],
+                                   np.repeat(data["ink"][refs][None], len(questioned), axis=0)], axis=1)
+        parts.append((data["dataset"][questioned], genuine[questioned],
+                      np.column_stack([ratio, ink_difference(pair_ink), log_ink[questioned]])))
+    return [np.concatenate(p) for p in zip(*parts)]
+
+
+def embedding_cues(path, draws):
+    """Rows (rule, test data set, EER %) for one embeddings file."""
+    data = dict(np.load(path, allow_pickle=False))
+    E, genuine, role, dataset = data["embeddings"], data["genuine"], data["role"], data["dataset"]
+    rows = []
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000))
+    probe.fit(E[role == "train"], genuine[role == "train"])
+    scores = probe.decision_function(E)
+    for name in np.unique(dataset[role == "test"]):
+        mask = (role == "test") & (dataset == name)
+        rows.append(("embedding alone, no reference", name, 100 * equal_error_rate(genuine[mask], scores[mask])[0]))
+    log_ink = np.log(data["ink"])
+    rules = {"k=5 ratio": [0], "k=5 ratio + ink differences": [0, 1, 2], "k=5 ratio + questioned ink": [0, 3, 4]}
+    for draw in range(draws):
+        rng = np.random.RandomState(draw)
+        _, vy, vX = _ratio_rows(data, log_ink, "valid", rng)
+        td, ty, tX = _ratio_rows(data, log_ink, "test", rng)
+        for rule, columns in rules.items():
+            model = make_pipeline(StandardScaler(), LogisticRegression()).fit(vX[:, columns], vy)
+            s = model.decision_function(tX[:, columns])
+            rows += [(rule, name, 100 * equal_error_rate(ty[td == name], s[td == name])[0]) for name in np.unique(td)]
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cache")
+    parser.add_argument("--embeddings", nargs="*", default=[])
+    parser.add_argument("--draws", type=int, default=3, help="reference draws per embeddings file")
+    parser.add_argument("--jobs", type=int, default=-1)
+    args = parser.parse_args()
+    cache = load_cache(args.cache)
+    preprocessor = cache_preprocessor(cache)
+    measures = np.array(Parallel(n_jobs=args.jobs, prefer="threads", batch_size=32)(
+        delayed(page_measures)(p, preprocessor) for p in cache.table["path"]))
+    print("EER (%) of one measure of the questioned image alone, genuine vs skilled, all writers pooled:")
+    print(single_measure_eer(measures, cache.table).to_string())
+    rows = [(path, *row) for path in args.embeddings for row in embedding_cues(path, args.draws)]
+    if rows:
+        frame = pd.DataFrame(rows, columns=["file", "rule", "test", "EER"])
+        per_file = frame.groupby(["rule", "test", "file"])["EER"].mean()
+        print(f"\nEER (%) on test writers, mean and sd over {len(args.embeddings)} files:")
+        print(per_file.groupby(["rule", "test"]).agg(["mean", "std"]).round(1).unstack("test").to_string())
+
+
+if __name__ == "__main__":
+    main()
