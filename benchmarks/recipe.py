@@ -37,7 +37,7 @@ from sigest.callbacks import WeightAverage, WriterEER
 from sigest.embedder import SiameseEmbedder, embedding_targets
 from sigest.metrics import equal_error_rate, far_frr, per_writer_eer, roc_auc, within_writer_pairs
 from sigest.nn import ProxyAnchorLoss, SignatureAugment
-from sigest.verification import ink_difference
+from sigest.verification import VotingVerifier, ink_difference
 
 
 def writer_folds(table, n_folds, seed=12345):
@@ -104,7 +104,7 @@ def add_ink_score(votes, calibrator):
 def ink_calibrator(valid_votes):
     """A logistic regression on :func:`ink_features`, genuine vs skilled, as ``compare_ink`` fits it."""
     skilled = valid_votes[valid_votes["kind"] != "random"]
-    return LogisticRegression().fit(ink_features(skilled), skilled["kind"] == "genuine")
+    return LogisticRegression(C=VotingVerifier(None).C).fit(ink_features(skilled), skilled["kind"] == "genuine")
 
 
 def threshold_report(scores, kinds, threshold):

@@ -48,7 +48,7 @@ from sklearn.linear_model import LogisticRegression
 
 from sigest.datasets import make_pairs
 from sigest.metrics import equal_error_rate, per_writer_eer, within_writer_pairs
-from sigest.verification import ink_difference, pair_features
+from sigest.verification import LogisticSiameseRegression, VotingVerifier, ink_difference, pair_features
 
 RULES = ("raw", "nearest", "ratio", "nearest_ratio", "centroid_ratio", "znorm", "cohort", "wd_logistic")
 
@@ -122,7 +122,7 @@ def add_ratio_ink(test, valid):
         return np.column_stack([np.log(-frame["ratio"]), np.stack(frame["ink_diff"].to_numpy())])
 
     skilled = valid[valid["kind"] != "random"]
-    calibrator = LogisticRegression().fit(features(skilled), skilled["kind"] == "genuine")
+    calibrator = LogisticRegression(C=VotingVerifier(None).C).fit(features(skilled), skilled["kind"] == "genuine")
     return (test.assign(ratio_ink=calibrator.decision_function(features(test))),
             valid.assign(ratio_ink=calibrator.decision_function(features(valid))))
 
@@ -158,7 +158,8 @@ def pair_rules(data, seed=0):
         pair = np.stack([E[a], E[b]], axis=1)
         features = pair_features(pair)
         if rule == "head_ink":
-            features = np.hstack([features, ink_difference(np.stack([ink[a], ink[b]], axis=1))])
+            scaling = LogisticSiameseRegression().ink_scaling  # as the library's pair head scales them
+            features = np.hstack([features, scaling * ink_difference(np.stack([ink[a], ink[b]], axis=1))])
         return features
 
     def exhaustive(role):

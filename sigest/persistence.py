@@ -108,13 +108,13 @@ def save(model, path, *, info=None):
         "network": _architecture(verifier.embedder_),
         "history": _plain_history(verifier.embedder_.history_),
         "head": {"C": verifier.C, "threshold": float(verifier.threshold), "compare_ink": bool(verifier.compare_ink),
-                 "classes": [int(c) for c in verifier.classes_]},
+                 "ink_scaling": float(verifier.ink_scaling), "classes": [int(c) for c in verifier.classes_]},
         "info": info or {},
     }
     if voter is not None:
         document["reference_voter"] = {"voting": voter.voting, "threshold": float(voter.threshold),
                                        "n_references": int(voter.n_references_),
-                                       "compare_ink": bool(voter.compare_ink)}
+                                       "compare_ink": bool(voter.compare_ink), "C": float(voter.C)}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
@@ -187,7 +187,8 @@ def load(path, *, device="auto"):
     head = document["head"]
     classifier = _fitted_logistic(tensors["head.coef"], tensors["head.intercept"], head["classes"], C=head["C"])
     verifier = LogisticSiameseRegression(FrozenEstimator(embedder), C=head["C"], threshold=head["threshold"],
-                                         compare_ink=head.get("compare_ink", False))
+                                         compare_ink=head.get("compare_ink", False),
+                                         ink_scaling=head.get("ink_scaling", 1.0))
     verifier.embedder_ = embedder
     verifier.classifier_ = classifier
     verifier.classes_ = classifier.classes_
@@ -213,9 +214,9 @@ def _fitted_logistic(coef, intercept, classes, C=1.0):
 def _reference_voter(verifier, spec, tensors):
     """The fitted distance-ratio :class:`VotingVerifier` a file describes, around the loaded verifier."""
     voter = VotingVerifier(FrozenEstimator(verifier), voting=spec["voting"], threshold=spec["threshold"],
-                           compare_ink=spec.get("compare_ink", False))
+                           compare_ink=spec.get("compare_ink", False), C=spec.get("C", 1.0))
     voter.estimator_ = FrozenEstimator(verifier)
-    voter.calibrator_ = _fitted_logistic(tensors["voter.coef"], tensors["voter.intercept"], [0, 1])
+    voter.calibrator_ = _fitted_logistic(tensors["voter.coef"], tensors["voter.intercept"], [0, 1], C=voter.C)
     voter.classes_ = np.array([0, 1])
     voter.n_references_ = spec["n_references"]
     return voter

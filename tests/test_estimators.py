@@ -308,7 +308,7 @@ def test_the_pair_classifier_can_compare_ink_inside_a_pipeline(pair_data):
     plain = LogisticSiameseRegression(net, random_state=0).fit(measured, y)  # the measures are ignored
     assert inked.classifier_.coef_.shape[1] == plain.classifier_.coef_.shape[1] + 2
     E = inked.embed(measured["images"])
-    features = np.hstack([pair_features(E), ink_difference(measured["ink"])])
+    features = np.hstack([pair_features(E), inked.ink_scaling * ink_difference(measured["ink"])])
     np.testing.assert_allclose(inked.predict_proba(measured), inked.classifier_.predict_proba(features), rtol=1e-6)
     np.testing.assert_allclose(inked.proba_from_embeddings(E, ink=measured["ink"]),
                                inked.predict_proba(measured)[:, 1], rtol=1e-6)

@@ -8,7 +8,7 @@ import pytest
 from safetensors.numpy import save_file
 
 import sigest
-from sigest import make_verifier
+from sigest import LogisticSiameseRegression, VotingVerifier, make_verifier
 from sigest.cli import main
 from sigest.datasets import make_pairs
 from sigest.persistence import FORMAT_VERSION, ModelFormatError, load, read_metadata, save
@@ -45,6 +45,27 @@ def test_round_trip_gives_the_same_probabilities_and_threshold(fitted, tmp_path)
     assert not list(tmp_path.glob(".*.tmp")), "written atomically, nothing left behind"
 
 
+def test_an_ink_comparing_head_round_trips_with_its_scaling(fitted, tmp_path):
+    from sklearn.frozen import FrozenEstimator
+
+    from sigest.training import verifier_pipeline
+
+    model, X = fitted
+    labels = np.arange(len(X)) % 2
+    ink_model = verifier_pipeline(model[0].set_params(measure_ink=True),
+                                  LogisticSiameseRegression(FrozenEstimator(model[-1].embedder_), compare_ink=True,
+                                                            ink_scaling=3.0, random_state=0))
+    try:
+        ink_model.fit(X, labels)
+        path = save(ink_model, tmp_path / "ink.safetensors")
+        expected = ink_model.predict_proba(X)
+    finally:
+        model[0].set_params(measure_ink=False)  # the shared fixture stays as it was
+    loaded = load(path, device="cpu")
+    assert loaded[-1].ink_scaling == 3.0 and loaded[-1].compare_ink
+    np.testing.assert_allclose(loaded.predict_proba(X), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_the_distance_ratio_voter_round_trips(fitted, small_signatures, tmp_path):
     from sigest.training import fit_reference_voter
 
@@ -66,6 +87,7 @@ def test_the_distance_ratio_voter_round_trips(fitted, small_signatures, tmp_path
         loaded = load(path, device="cpu")
         twin = loaded.reference_voter_
         assert twin.voting == "normalized" and twin.n_references_ == 3 and twin.threshold == voter.threshold
+        assert twin.get_params()["C"] == voter.C == VotingVerifier(None).C
         assert twin.compare_ink == voter.compare_ink == loaded[0].measure_ink == (with_ink is not None)
         X = images[at] if with_ink is None else {"images": images[at], "ink": ink[at]}
         np.testing.assert_allclose(twin.predict_proba(X), voter.predict_proba(X), rtol=1e-5, atol=1e-6)
