@@ -245,10 +245,11 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
     ink_scaling : float, default=10.0
         The ink differences are multiplied by it before the logistic regression, so that its L2
         penalty (``C``), sized for the 2 x d embedding features, shrinks their weights less (as
-        ``intercept_scaling`` does for scikit-learn's intercept). Measured on saved embeddings
-        (6 writer-fold runs, single pairs, EER Bengali / CEDAR / Dutch): 1.0 gave 8.2 / 16.4 /
-        16.4 %, 3.0 6.7 / 16.3 / 15.2 %, 10.0 6.4 / 16.3 / 15.3 %; tested on a data set left
-        out of training, 10.7 / 20.9 / 17.1 % at 1.0 against 8.7 / 20.1 / 15.5 % at 10.0.
+        ``intercept_scaling`` does for scikit-learn's intercept). Measured with
+        ``benchmarks/scoring.py`` (single pairs, 6 writer-fold runs, EER Bengali / CEDAR / Dutch):
+        1.0 gave 8.2 / 16.4 / 16.4 %, 10.0 6.4 / 16.3 / 15.3 %; on a data set left out of
+        training 10.7 / 20.9 / 17.1 % against 8.7 / 20.1 / 15.5 %. Scalings of 3 and 30 came
+        within 0.5 point of 10.
     random_state : int or None, default=None
         Seed of the default embedder and of the logistic regression.
 
@@ -434,11 +435,11 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     C : float, default=100.0
         Inverse L2 regularisation of the calibration (``voting="normalized"``). It fits 1 to 3
         weights on hundreds of rows, and the ink differences are small numbers (about 0.1) that
-        need large weights: scikit-learn's default ``C=1`` shrank them. Measured on saved
-        embeddings (k=5, 6 writer-fold runs x 5 reference draws, EER Bengali / CEDAR / Dutch, with
-        ink): ``C=1`` 6.0 / 9.8 / 9.2 %, ``C=10`` 5.1 / 9.1 / 8.7 %, ``C=100`` 4.6 / 8.7 / 8.8 %,
-        ``C=1000`` 4.4 / 8.8 / 8.8 %; tested on a data set left out of training, 14.8 / 12.8 /
-        10.6 % at ``C=1`` against 7.9 / 12.0 / 8.8 % at ``C=100``.
+        need large weights: scikit-learn's default ``C=1`` shrank them. Measured with
+        ``benchmarks/scoring.py`` (k=5 with ink, 6 writer-fold runs x 5 reference draws, EER
+        Bengali / CEDAR / Dutch): ``C=1`` 5.6 / 9.2 / 9.8 %, ``C=100`` 4.7 / 8.5 / 8.9 %; on a data
+        set left out of training 14.6 / 12.1 / 10.4 % against 6.9 / 11.6 / 8.8 %. A sweep over
+        1, 10, 100 and 1000 gained at each step up to 100, then flattened.
 
     Attributes
     ----------
