@@ -36,6 +36,8 @@ from sigest.metrics import equal_error_rate
 from sigest.preprocessing import functional as F
 from sigest.verification import ink_difference
 
+from scoring import _mutual  # benchmarks/scoring.py, beside this script
+
 MEASURES = ("ink pixels", "stroke width", "box height", "box width", "ink components", "ink gray mean", "ink gray spread")
 
 
@@ -68,8 +70,7 @@ def _ratio_rows(data, log_ink, role, rng, k=5):
         own = members[writer[members] == w]
         shuffled = rng.permutation(own[genuine[own]])
         refs, questioned = shuffled[:k], np.concatenate([shuffled[k:], own[~genuine[own]]])
-        i, j = np.triu_indices(k, 1)
-        mutual = np.linalg.norm(E[refs][i] - E[refs][j], axis=1).mean()
+        mutual = _mutual(E[refs]).mean()
         ratio = np.log(np.linalg.norm(E[questioned][:, None] - E[refs][None], axis=2).mean(axis=1) / mutual)
         pair_ink = np.concatenate([data["ink"][questioned][:, None],
                                    np.repeat(data["ink"][refs][None], len(questioned), axis=0)], axis=1)

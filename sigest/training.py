@@ -207,11 +207,9 @@ def fit_pair_head(embedder, valid, images, *, ink=None, n_per_writer=40, random_
     verifier.fit(_select(images, ink, head_rows), head_labels)
     rows, labels = _pair_rows(valid, forgeries="skilled")
     distinct = np.unique(rows)
-    embedded = dict(zip(distinct, embedder.transform(images[distinct])))
-    pairs = np.stack([[embedded[a], embedded[b]] for a, b in rows])
+    pairs = embedder.transform(images[distinct])[np.searchsorted(distinct, rows)]  # (n_pairs, 2, d)
     probability = verifier.proba_from_embeddings(pairs, ink=None if ink is None else np.asarray(ink)[rows])
     return verifier.set_params(threshold=choose_threshold(labels, probability))
-
 
 
 def fit_reference_voter(verifier, valid, images, *, ink=None, k=5, n_per_writer=12, random_state=0):

@@ -552,7 +552,10 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         X : array-like of shape (n, 1 + k, 1, H, W), k >= 2
         """
         check_is_fitted(self)
-        X, _ = self._check_rows(X)
+        return self._ratio(self._check_rows(X)[0])
+
+    def _ratio(self, X):
+        """:meth:`distance_ratio` of checked rows (n, 1 + k, 1, H, W)."""
         if X.shape[1] < 3 or not _embeds(self.estimator_):
             raise ValueError("the distance ratio needs an estimator that embeds and at least 2 references per row")
         E = self._embedded_rows(X)
@@ -563,12 +566,12 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     def _scores(self, X):
         """The calibration's inputs: (n, 1) log distance ratio, or (n, 1 + m) with the ink differences."""
-        log_ratio = np.log(np.maximum(self.distance_ratio(X), 1e-6))[:, None]
+        check_is_fitted(self)
+        X, ink = self._check_rows(X)
+        log_ratio = np.log(np.maximum(self._ratio(X), 1e-6))[:, None]
         if not self.compare_ink:
             return log_ratio
-        images, ink = _split_ink(X)
-        ink = _checked_ink(ink, np.shape(images)[:2], True)
-        return np.column_stack([log_ratio, ink_difference(ink)])
+        return np.column_stack([log_ratio, ink_difference(_checked_ink(ink, X.shape[:2], True))])
 
     def reference_votes(self, per_reference):
         """Each reference's decision (1 genuine) from its probability: the pair estimator's ``predict`` rule.
