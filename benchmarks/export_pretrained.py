@@ -1,7 +1,8 @@
 """Build the shipped ``sigest-base`` model file from a network trained by ``recipe.py --folds -1 --save``.
 
-The network was trained on every writer of the cache but its validation writers; here the pair head,
-its threshold and the distance-ratio voter (both comparing ink too when the cache holds ink measures)
+The network was trained on every writer of the cache but its validation writers; here its embedding is
+whitened by the training writers' own spread (``sigest.training.fit_whitening``, shrinkage ``--whitening``),
+then the pair head, its threshold and the distance-ratio voter (both comparing ink too when the cache holds ink measures)
 are fitted on those validation writers (never trained on), and the pipeline is written in the safe format::
 
     python benchmarks/export_pretrained.py RUN.pt CACHE.npz sigest/weights/sigest-base.safetensors
@@ -15,7 +16,7 @@ import torch
 from sigest.cache import cache_images, cache_preprocessor, load_cache
 from sigest.embedder import SiameseEmbedder
 from sigest.persistence import save
-from sigest.training import fit_pair_head, fit_reference_voter, verifier_pipeline
+from sigest.training import fit_pair_head, fit_whitening, fit_reference_voter, verifier_pipeline
 
 
 def main():
@@ -23,6 +24,7 @@ def main():
     parser.add_argument("run")
     parser.add_argument("cache")
     parser.add_argument("out")
+    parser.add_argument("--whitening", type=float, default=0.1, help="its shrinkage; 0 for none (default %(default)s)")
     args = parser.parse_args()
     run = torch.load(args.run, map_location="cpu", weights_only=False)  # our own training output
     settings = run["args"]
@@ -37,6 +39,9 @@ def main():
     table = cache.table.rename(columns={"index": "_row"})
     valid = table[table["writer"].isin(run["valid_writers"])]
     images = cache_images(cache)
+    if args.whitening:
+        own = table[table["writer"].isin(run["train_writers"]) & table["genuine"]]
+        fit_whitening(net, images[own["_row"].to_numpy()], own["writer"].to_numpy(), shrinkage=args.whitening)
     verifier = fit_pair_head(net, valid, images, ink=cache.ink, random_state=0)
     preprocessor = cache_preprocessor(cache, n_jobs=None).set_params(measure_ink=cache.ink is not None)
     model = verifier_pipeline(preprocessor, verifier)
@@ -44,6 +49,7 @@ def main():
     info = {"train_writers": run["train_writers"], "valid_writers": run["valid_writers"],
             "recipe": {k: settings[k] for k in ("backbone", "dim", "attention", "size", "epochs", "patience", "lr",
                                                 "weight_decay", "margin", "mining", "loss", "p", "k_per_writer")},
+            "whitening_shrinkage": args.whitening or None,
             "best_valid_eer": float(min(e["valid_eer"] for e in run["history"])),
             "epochs_trained": len(run["history"])}
     save(model, args.out, info=info)

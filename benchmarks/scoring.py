@@ -37,17 +37,23 @@ writers' EER threshold beside the oracle's, for the pair rules
 - ``head_ink`` (files with ink measures): the same with the pair's ink differences
   (``LogisticSiameseRegression(compare_ink=True)``).
 
-Usage: python benchmarks/scoring.py RUN_EMBEDDINGS.npz [...] [--k 5] [--draws 5] [--top 100]
+With ``--whitening S``, every embedding is first whitened as ``sigest.training.fit_whitening`` does in
+the library: by the within-writer spread of the training writers' genuine signatures
+(:func:`sigest.nn.within_writer_whitening`, shrinkage S), then normalised to unit length again.
+
+Usage: python benchmarks/scoring.py RUN_EMBEDDINGS.npz [...] [--k 5] [--draws 5] [--top 100] [--whitening 0.1]
 """
 
 import argparse
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.linear_model import LogisticRegression
 
 from sigest.datasets import make_pairs
 from sigest.metrics import equal_error_rate, per_writer_eer, within_writer_pairs
+from sigest.nn import within_writer_whitening
 from sigest.verification import LogisticSiameseRegression, VotingVerifier, ink_difference, pair_features
 
 RULES = ("raw", "nearest", "ratio", "nearest_ratio", "centroid_ratio", "znorm", "cohort", "wd_logistic")
@@ -196,6 +202,17 @@ def pair_rules(data, seed=0):
     return out
 
 
+def load(path, whitening=None):
+    """A ``--save-embeddings`` file as a dict of arrays; with ``whitening``, its embeddings whitened and re-normalised."""
+    data = dict(np.load(path, allow_pickle=False))
+    if whitening:
+        own = (data["role"] == "train") & data["genuine"]
+        E = torch.as_tensor(data["embeddings"])
+        W = within_writer_whitening(E[own], torch.as_tensor(pd.factorize(data["writer"][own])[0]), whitening)
+        data["embeddings"] = torch.nn.functional.normalize(E @ W, dim=1).numpy()
+    return data
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+")
@@ -203,10 +220,11 @@ def main():
     parser.add_argument("--draws", type=int, default=5, help="random draws of the references per file")
     parser.add_argument("--top", type=int, default=100, help="closest cohort signatures used by s-norm")
     parser.add_argument("--cohort", type=int, default=1000, help="training signatures in the cohort")
+    parser.add_argument("--whitening", type=float, help="whiten the embeddings first, with this shrinkage")
     args = parser.parse_args()
     rows = []
     for path in args.files:
-        data = dict(np.load(path, allow_pickle=False))
+        data = load(path, args.whitening)
         for draw in range(args.draws):
             rng = np.random.RandomState(draw)
             valid = score_role(data, "valid", args.k, rng, args.top, args.cohort)
@@ -220,7 +238,7 @@ def main():
     print(f"k={args.k}, {len(args.files)} files x {args.draws} reference draws; % (mean and sd over files)")
     print(summary.round(1).to_string())
     pairs = pd.DataFrame([{"file": path, **r} for path in args.files
-                          for r in pair_rules(dict(np.load(path, allow_pickle=False)))])
+                          for r in pair_rules(load(path, args.whitening))])
     summary = pairs.groupby(["test", "rule"])[["EER", "EER_writer", "acc", "acc_oracle"]].agg(["mean", "std"]) * 100
     print(f"single pairs (k=1), {len(args.files)} files; % (mean and sd over files)")
     print(summary.round(1).to_string())

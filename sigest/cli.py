@@ -83,7 +83,7 @@ def _train(args, table, cached=None):
     init = _load_model(args.init) if getattr(args, "init", None) else None
     return train_verifier(table, **(cached or {}), init=init, valid_writers=args.valid_size,
                           size=tuple(args.size or DEFAULT_SIZE), backbone=args.backbone, max_epochs=args.epochs,
-                          device=args.device,
+                          whitening=args.whitening, device=args.device,
                           random_state=args.seed, progress=not args.quiet, lr=args.lr)
 
 
@@ -221,12 +221,25 @@ def _training_options(parser, epochs):
     parser.add_argument("--valid-size", type=float, default=0.15,
                         help="share of training writers held out for checkpoint selection, the pair head and the "
                              "threshold (default %(default)s)")
+    parser.add_argument("--whitening", type=_whitening, default="auto", metavar="SHRINKAGE",
+                        help="within-writer whitening of the embedding: its shrinkage in (0, 1], 'none', or 'auto' "
+                             "(0.1, or the starting model's with --from) (default %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 DEFAULT_SIZE = (150, 220)
+
+
+def _whitening(text):
+    """``--whitening``: "auto", "none" (None) or a shrinkage."""
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, none or a number, got {text!r}") from None
 
 
 def _size_option(parser):

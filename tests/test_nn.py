@@ -16,6 +16,7 @@ from sigest.nn import (
     list_losses,
     register_backbone,
     resnet_tiny,
+    within_writer_whitening,
 )
 from sigest.nn.registry import Registry
 
@@ -52,6 +53,49 @@ def test_siamese_resnet_shares_weights_across_pairs_and_triplets():
     nchw.load_state_dict(net.state_dict())  # copies values into its NCHW parameters
     assert nchw.backbone.stem[0].weight.is_contiguous() and nchw.backbone.stages[1][0].conv1.weight.is_contiguous()
     torch.testing.assert_close(nchw(x), single, rtol=1e-5, atol=1e-5)
+
+
+def test_within_writer_whitening_equalises_the_writers_own_spread():
+    g = torch.Generator().manual_seed(0)
+    writers = torch.arange(30).repeat_interleave(8)
+    scale = torch.tensor([4.0, 1.0, 0.25])
+    E = torch.randn(30, 3, generator=g)[writers] * 3 + torch.randn(240, 3, generator=g) * scale
+    W = within_writer_whitening(E, writers, shrinkage=1e-6)
+    centred = E - torch.stack([E[writers == w].mean(0) for w in range(30)])[writers]
+    whitened = centred @ W
+    torch.testing.assert_close(whitened.T @ whitened / len(E), torch.eye(3), rtol=0, atol=1e-4)
+    # full shrinkage: a multiple of the identity, distances only rescaled
+    W1 = within_writer_whitening(E, writers, shrinkage=1.0)
+    torch.testing.assert_close(W1 @ W1.T / (W1 @ W1.T)[0, 0], torch.eye(3), rtol=0, atol=1e-5)
+    # a writer with one signature has no spread to give: adding one changes nothing
+    lone = within_writer_whitening(torch.cat([E, torch.full((1, 3), 50.0)]), torch.cat([writers, torch.tensor([99])]),
+                                   shrinkage=1e-6)
+    torch.testing.assert_close(lone @ lone.T, W @ W.T, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="shrinkage"):
+        within_writer_whitening(E, writers, shrinkage=0.0)
+    with pytest.raises(ValueError, match="at least 2"):
+        within_writer_whitening(E[:3], torch.arange(3))
+
+
+def test_siamese_resnet_whitening_is_the_identity_until_set_and_resets():
+    torch.manual_seed(0)
+    net = SiameseResNet("resnet_tiny", embedding_dim=4).eval()
+    x = torch.rand(5, 1, 40, 60)
+    raw = net(x)
+    torch.testing.assert_close(net.whitening, torch.eye(4))
+    W = torch.diag(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    assert net.set_whitening(W) is net
+    whitened = net(x)
+    torch.testing.assert_close(whitened, F.normalize(raw @ W, dim=1))
+    torch.testing.assert_close(whitened.norm(dim=1), torch.ones(5))
+    assert "whitening" in net.state_dict()
+    old = {k: v for k, v in net.state_dict().items() if k != "whitening"}  # saved before whitening existed
+    fresh = SiameseResNet("resnet_tiny", embedding_dim=4).eval().set_whitening(W)
+    fresh.load_state_dict(old)
+    torch.testing.assert_close(fresh(x), raw)
+    torch.testing.assert_close(net.set_whitening(None)(x), raw)
+    with pytest.raises(ValueError, match=r"\(4, 4\)"):
+        net.set_whitening(torch.eye(3))
 
 
 def test_gradients_flow_through_attention():

@@ -85,6 +85,28 @@ def test_writer_eer_callback_selects_the_best_epoch_and_is_not_pickled(images_an
     np.testing.assert_array_equal(clone(net).callbacks[0].X, callback.X)  # clone keeps the validation data
 
 
+def test_fit_whitening_whitens_every_later_embedding_and_fine_tuning_starts_unwhitened(images_and_targets):
+    from sigest.nn import within_writer_whitening
+    from sigest.training import fit_whitening, train_siamese_model
+
+    images, writers, genuine = images_and_targets
+    net = tiny_net().fit(images, embedding_targets(writers, genuine))
+    raw = torch.as_tensor(net.transform(images))
+    codes = torch.as_tensor(np.unique(writers[genuine], return_inverse=True)[1])
+    assert fit_whitening(net, images[genuine], writers[genuine], shrinkage=0.3) is net
+    W = within_writer_whitening(raw[genuine], codes, shrinkage=0.3)
+    expected = torch.nn.functional.normalize(raw @ W, dim=1)
+    np.testing.assert_allclose(net.transform(images), expected, rtol=1e-4, atol=1e-5)
+    fit_whitening(net, images[genuine], writers[genuine], shrinkage=0.3)  # refitting starts from the raw embedding
+    np.testing.assert_allclose(net.transform(images), expected, rtol=1e-4, atol=1e-5)
+    import pandas as pd
+
+    table = pd.DataFrame({"writer": writers, "genuine": genuine, "image": list(images)})
+    tuned = train_siamese_model(table, images=images, valid_writers=None, init=net, max_epochs=1, progress=False,
+                                device="cpu", random_state=0)
+    torch.testing.assert_close(tuned.module_.whitening, torch.eye(16))
+
+
 def test_augment_is_applied_in_training_only_and_keeps_shape(images_and_targets):
     images, writers, genuine = images_and_targets
     x = torch.from_numpy(images[:8])

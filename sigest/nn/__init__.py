@@ -1,4 +1,4 @@
-"""Pure PyTorch building blocks: attention, backbones, the Siamese network, losses, registries."""
+"""Pure PyTorch building blocks: attention, backbones, the Siamese network, losses, whitening, registries."""
 
 from .attention import SpatialAttention
 from .augment import SignatureAugment
@@ -16,6 +16,7 @@ from .registry import (
     register_loss,
 )
 from .siamese import SiameseResNet
+from .whitening import within_writer_whitening
 
 __all__ = [
     "Backbone",
@@ -36,4 +37,5 @@ __all__ = [
     "register_backbone",
     "register_loss",
     "resnet_tiny",
+    "within_writer_whitening",
 ]
