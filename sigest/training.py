@@ -24,8 +24,8 @@ from .nn import within_writer_whitening
 from .preprocessing import PreprocessImage
 from .verification import LogisticSiameseRegression, VotingVerifier, _select
 
-__all__ = ["verifier_pipeline", "make_verifier", "train_siamese_model", "fit_whitening", "fit_pair_head", "fit_reference_voter",
-           "train_verifier"]
+__all__ = ["verifier_pipeline", "make_verifier", "train_siamese_model", "fit_whitening", "fit_pair_head",
+           "fit_reference_voter", "train_verifier"]
 
 
 def verifier_pipeline(preprocessor, verifier):
@@ -291,7 +291,8 @@ def fit_reference_voter(verifier, valid, images, *, ink=None, k=5, n_per_writer=
 
 def train_verifier(table, *, images=None, ink=None, preprocessor=None, valid_writers=0.15, size=(150, 220),
                    backbone="resnet_tiny", max_epochs=40, patience=8, lr=3e-3, writers_per_batch=32,
-                   samples_per_writer=8, whitening="auto", progress=True, random_state=0, init=None, **embedder_params):
+                   samples_per_writer=8, whitening="auto", progress=True, random_state=0, init=None,
+                   **embedder_params):
     """Train the full verifier writer-independently and choose its threshold on validation writers.
 
     1. Hold out ``valid_writers`` of ``table``; train the embedder on the others, keeping the epoch

@@ -29,6 +29,20 @@ def test_train_saves_a_pipeline_scoring_path_pairs(trained):
     X = table[["path", "path"]].to_numpy()[:4]
     proba = model.predict_proba(X)
     assert proba.shape == (4, 2) and 0 < model[-1].threshold < 1
+    whitening = model[-1].embedder_.module_.whitening
+    assert not np.allclose(whitening.numpy(), np.eye(len(whitening)))  # fitted on the training writers
+
+
+def test_whitening_option_takes_auto_none_or_a_shrinkage(capsys):
+    from sigest.cli import build_parser
+
+    def parse(*option):
+        return build_parser().parse_args(["train", "data", "--out", "m.safetensors", *option]).whitening
+
+    assert parse() == "auto" and parse("--whitening", "none") is None and parse("--whitening", "0.3") == 0.3
+    with pytest.raises(SystemExit):
+        parse("--whitening", "strong")
+    assert "expected auto, none or a number" in capsys.readouterr().err
 
 
 def test_evaluate_writes_report(trained, capsys):
