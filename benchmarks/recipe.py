@@ -172,7 +172,8 @@ def run(cache, args, fold, seed):
     net = SiameseEmbedder(
         module__backbone=args.backbone, module__embedding_dim=args.dim, module__attention_stages=tuple(args.attention),
         module__dropout=args.dropout, **loss, lr=args.lr, max_epochs=args.epochs,
-        writers_per_batch=args.p, samples_per_writer=args.k_per_writer, batch_size=256,
+        writers_per_batch=args.p, samples_per_writer=args.k_per_writer, forgeries_per_writer=args.forgeries_per_writer,
+        batch_size=256,
         augment=SignatureAugment() if args.augment else None, callbacks=callbacks, random_state=seed,
         iterator_train__num_workers=args.workers, iterator_train__pin_memory=torch.cuda.is_available(),
         optimizer__weight_decay=args.weight_decay, device=args.device,
@@ -180,7 +181,9 @@ def run(cache, args, fold, seed):
     start = time.perf_counter()
     net.fit(images[train["row"].to_numpy()], embedding_targets(train["writer"], train["genuine"]))
     seconds = time.perf_counter() - start
-    seen = int(sum(len(e["batches"]) for e in net.history) * args.p * args.k_per_writer * 1.5)
+    per_writer = args.k_per_writer + (args.k_per_writer // 2 if args.forgeries_per_writer is None
+                                      else args.forgeries_per_writer)
+    seen = int(sum(len(e["batches"]) for e in net.history) * args.p * per_writer)
     best = int(np.nanargmin(net.history[:, "valid_eer"])) + 1
     E = np.zeros((len(table), args.dim), np.float32)
     wanted = np.concatenate([valid["row"].to_numpy(), test["row"].to_numpy()])
@@ -240,6 +243,7 @@ def main():
     parser.add_argument("--temperature", type=float, default=0.1, help="supcon's softmax temperature")
     parser.add_argument("--p", type=int, default=32)
     parser.add_argument("--k-per-writer", type=int, default=8)
+    parser.add_argument("--forgeries-per-writer", type=int, help="skilled forgeries per writer a batch (default K // 2)")
     parser.add_argument("--k", type=int, default=5, help="references per writer")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--device", default="auto")

@@ -43,8 +43,8 @@ class WriterBatchSampler(Sampler):
     """Batches of P writers x K signatures, so every batch holds positives and skilled negatives.
 
     Each batch draws ``writers_per_batch`` writers with at least two genuine signatures and, for
-    each, ``samples_per_writer`` genuine signatures plus up to ``samples_per_writer // 2`` of its
-    skilled forgeries (with replacement only when a writer has too few).
+    each, ``samples_per_writer`` genuine signatures plus up to ``forgeries_per_writer`` of its
+    skilled forgeries (genuine ones with replacement only when a writer has too few).
 
     Parameters
     ----------
@@ -56,9 +56,10 @@ class WriterBatchSampler(Sampler):
         Seed of this sampler's draws.
     """
 
-    def __init__(self, targets, writers_per_batch, samples_per_writer, seed):
+    def __init__(self, targets, writers_per_batch, samples_per_writer, seed, forgeries_per_writer=None):
         self.writers_per_batch = writers_per_batch
         self.samples_per_writer = samples_per_writer
+        self.forgeries_per_writer = forgeries_per_writer
         self.seed = seed
         writers, genuine = targets[:, 0], targets[:, 1].astype(bool)
         self.genuine = {w: np.flatnonzero((writers == w) & genuine) for w in np.unique(writers)}
@@ -80,8 +81,9 @@ class WriterBatchSampler(Sampler):
                 g, f = self.genuine[w], self.forged[w]
                 k = self.samples_per_writer
                 batch += list(rng.choice(g, size=k, replace=len(g) < k))
-                if len(f):
-                    batch += list(rng.choice(f, size=min(k // 2, len(f)), replace=False))
+                n_forged = min(k // 2 if self.forgeries_per_writer is None else self.forgeries_per_writer, len(f))
+                if n_forged:
+                    batch += list(rng.choice(f, size=n_forged, replace=False))
             yield batch
 
 
@@ -118,7 +120,9 @@ class SiameseEmbedder(NeuralNet):
     writers_per_batch : int, default=32
         P of the writer-balanced batches.
     samples_per_writer : int, default=8
-        K genuine signatures per writer in a batch (plus up to K // 2 forgeries).
+        K genuine signatures per writer in a batch.
+    forgeries_per_writer : int or None, default=None
+        Skilled forgeries of each writer in a batch, at most (None: ``samples_per_writer // 2``).
     augment : torch.nn.Module or None, default=None
         Applied to each training batch of single images (not to triplets, nor at inference),
         e.g. :class:`sigest.nn.SignatureAugment`; called as ``augment(X, generator=...)``.
@@ -163,6 +167,7 @@ class SiameseEmbedder(NeuralNet):
         batch_size=32,
         writers_per_batch=32,
         samples_per_writer=8,
+        forgeries_per_writer=None,
         augment=None,
         train_split=None,
         device="auto",
@@ -186,6 +191,7 @@ class SiameseEmbedder(NeuralNet):
         )
         self.writers_per_batch = writers_per_batch
         self.samples_per_writer = samples_per_writer
+        self.forgeries_per_writer = forgeries_per_writer
         self.random_state = random_state
 
     # -- device="auto": the parameter keeps "auto"; skorch reads the resolved device ------------------
@@ -275,7 +281,7 @@ class SiameseEmbedder(NeuralNet):
         if not training or targets is None or np.ndim(targets) != 2:
             return super().get_iterator(dataset, training=training)
         sampler = WriterBatchSampler(np.asarray(targets), self.writers_per_batch, self.samples_per_writer,
-                                     seed=self._seed())
+                                     seed=self._seed(), forgeries_per_writer=self.forgeries_per_writer)
         kwargs = self.get_params_for("iterator_train")
         for batching in ("batch_size", "shuffle", "sampler", "drop_last"):
             kwargs.pop(batching, None)

@@ -107,6 +107,24 @@ def test_fit_whitening_whitens_every_later_embedding_and_fine_tuning_starts_unwh
     torch.testing.assert_close(tuned.module_.whitening, torch.eye(16))
 
 
+@pytest.mark.parametrize("forgeries, expected", [(None, 2), (0, 0), (3, 3), (9, 6)])
+def test_writer_batches_hold_k_genuine_and_the_asked_forgeries_per_writer(forgeries, expected):
+    from sigest.embedder import WriterBatchSampler
+
+    writers = np.repeat(np.arange(5), 16)
+    genuine = np.tile(np.r_[np.ones(10, bool), np.zeros(6, bool)], 5)  # 10 genuine, 6 forged each
+    sampler = WriterBatchSampler(embedding_targets(writers, genuine), writers_per_batch=3, samples_per_writer=4,
+                                 seed=0, forgeries_per_writer=forgeries)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) > 0
+    for batch in batches:
+        batch = np.asarray(batch)
+        assert len(np.unique(writers[batch])) == 3
+        for w in np.unique(writers[batch]):
+            mine = batch[writers[batch] == w]
+            assert genuine[mine].sum() == 4 and (~genuine[mine]).sum() == expected  # at most the 6 there are
+
+
 def test_augment_is_applied_in_training_only_and_keeps_shape(images_and_targets):
     images, writers, genuine = images_and_targets
     x = torch.from_numpy(images[:8])
