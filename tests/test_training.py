@@ -155,6 +155,7 @@ def test_fit_leaves_torch_global_rng_alone(images_and_targets):
     assert torch.equal(torch.rand(3), expected)
 
 
+@pytest.mark.filterwarnings("ignore:'pin_memory' argument is set as true but no accelerator")  # CPU-only machines
 def test_loader_options_reach_the_writer_balanced_loader(images_and_targets):
     images, writers, genuine = images_and_targets
     seen = {}
