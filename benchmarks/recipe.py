@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
 from skorch.callbacks import EarlyStopping, LRScheduler
 
 from sigest.cache import cache_images, load_cache
@@ -37,7 +36,9 @@ from sigest.callbacks import WeightAverage, WriterEER
 from sigest.embedder import SiameseEmbedder, embedding_targets
 from sigest.metrics import equal_error_rate, far_frr, per_writer_eer, roc_auc, within_writer_pairs
 from sigest.nn import ProxyAnchorLoss, SignatureAugment
-from sigest.verification import VotingVerifier, ink_difference
+from sigest.verification import ink_difference
+
+from scoring import add_ratio_ink  # benchmarks/scoring.py, beside this script
 
 
 def writer_folds(table, n_folds, seed=12345):
@@ -91,22 +92,6 @@ def reference_scores(E, table, k, rng, ink=None):
     return pd.DataFrame(rows, columns=["writer", "kind", "raw", "normalised", "ink_diff"])
 
 
-def ink_features(votes):
-    """(n, 1 + m): the log distance ratio and the ink differences, ``VotingVerifier(compare_ink=True)``'s inputs."""
-    return np.column_stack([np.log(-votes["normalised"]), np.stack(votes["ink_diff"].to_numpy())])
-
-
-def add_ink_score(votes, calibrator):
-    """The ``normalised_ink`` column: :func:`ink_features` through ``calibrator``."""
-    return votes.assign(normalised_ink=calibrator.decision_function(ink_features(votes)))
-
-
-def ink_calibrator(valid_votes):
-    """A logistic regression on :func:`ink_features`, genuine vs skilled, as ``compare_ink`` fits it."""
-    skilled = valid_votes[valid_votes["kind"] != "random"]
-    return LogisticRegression(C=VotingVerifier(None).C).fit(ink_features(skilled), skilled["kind"] == "genuine")
-
-
 def threshold_report(scores, kinds, threshold):
     genuine, skilled, random = (scores[kinds == k] for k in ("genuine", "skilled", "random"))
     far_s, frr = far_frr(genuine, skilled, threshold)
@@ -116,8 +101,8 @@ def threshold_report(scores, kinds, threshold):
     return frr, far_s, far_r, acc
 
 
-def measure(E, test, valid_votes, rng, k, ink=None, calibrator=None):
-    """Metrics of one test data set."""
+def measure(E, test, valid_votes, rng, k, ink=None):
+    """Metrics of one test data set; with ``ink``, also the ratio combined with the ink differences."""
     first, second, label = within_writer_pairs(test["writer"].to_numpy(), test["genuine"].to_numpy())
     rows = test["row"].to_numpy()
     score = -np.linalg.norm(E[rows[first]] - E[rows[second]], axis=1)
@@ -128,9 +113,9 @@ def measure(E, test, valid_votes, rng, k, ink=None, calibrator=None):
     }
     votes = reference_scores(E, test, k, rng, ink)
     columns = ("raw", "normalised")
-    if calibrator is not None:
-        votes, valid_votes, columns = add_ink_score(votes, calibrator), add_ink_score(valid_votes, calibrator), \
-            (*columns, "normalised_ink")
+    if ink is not None:
+        votes, valid_votes = add_ratio_ink(votes, valid_votes, ratio="normalised", out="normalised_ink")
+        columns = (*columns, "normalised_ink")
     kinds = votes["kind"].to_numpy()
     for column in columns:
         skilled = kinds != "random"
@@ -200,14 +185,13 @@ def run(cache, args, fold, seed):
                             **({} if cache.ink is None else {"ink": cache.ink}))
     rng = np.random.RandomState(seed)
     valid_votes = reference_scores(E, valid, args.k, rng, cache.ink)
-    calibrator = None if cache.ink is None else ink_calibrator(valid_votes)
     if args.save:
         torch.save({"state_dict": {k: v.cpu() for k, v in net.module_.state_dict().items()}, "args": vars(args),
                     "train_writers": sorted(train["writer"].unique()), "valid_writers": sorted(valid["writer"].unique()),
                     "history": [{k: v for k, v in e.items() if k != "batches"} for e in net.history]}, args.save)
     results = []
     for dataset, group in test.groupby("dataset"):
-        m = measure(E, group, valid_votes, rng, args.k, cache.ink, calibrator)
+        m = measure(E, group, valid_votes, rng, args.k, cache.ink)
         results.append({"fold": fold, "seed": seed, "test": dataset, "n_train_writers": train["writer"].nunique(),
                         "n_test_writers": group["writer"].nunique(), "epochs": len(net.history), "best_epoch": best,
                         "valid_eer": float(np.nanmin(net.history[:, "valid_eer"])), "train_s": seconds,

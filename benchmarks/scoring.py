@@ -122,15 +122,17 @@ def score_role(data, role, k, rng, top, cohort_size):
     return pd.concat(rows, ignore_index=True)
 
 
-def add_ratio_ink(test, valid):
-    """The ``ratio_ink`` rule on both tables, its logistic regression fitted on ``valid``'s genuine/skilled rows."""
+def add_ratio_ink(test, valid, ratio="ratio", out="ratio_ink"):
+    """The ``out`` rule on both tables: the log of the (negative) distance ratio in column ``ratio`` and the
+    ``ink_diff`` column, combined by a logistic regression fitted on ``valid``'s genuine/skilled rows, as
+    ``VotingVerifier(voting="normalized", compare_ink=True)`` fits its calibration."""
     def features(frame):
-        return np.column_stack([np.log(-frame["ratio"]), np.stack(frame["ink_diff"].to_numpy())])
+        return np.column_stack([np.log(-frame[ratio]), np.stack(frame["ink_diff"].to_numpy())])
 
     skilled = valid[valid["kind"] != "random"]
     calibrator = LogisticRegression(C=VotingVerifier(None).C).fit(features(skilled), skilled["kind"] == "genuine")
-    return (test.assign(ratio_ink=calibrator.decision_function(features(test))),
-            valid.assign(ratio_ink=calibrator.decision_function(features(valid))))
+    return (test.assign(**{out: calibrator.decision_function(features(test))}),
+            valid.assign(**{out: calibrator.decision_function(features(valid))}))
 
 
 def accuracy(scores, kinds, threshold):
