@@ -237,9 +237,12 @@ def _whitening(text):
     if text in ("auto", "none"):
         return None if text == "none" else text
     try:
-        return float(text)
+        shrinkage = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto, none or a number, got {text!r}") from None
+        shrinkage = None
+    if shrinkage is None or not 0.0 < shrinkage <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected auto, none or a shrinkage in (0, 1], got {text!r}")
+    return shrinkage
 
 
 def _size_option(parser):

@@ -54,11 +54,15 @@ class WriterBatchSampler(Sampler):
     samples_per_writer : int
     seed : int
         Seed of this sampler's draws.
+    forgeries_per_writer : int or None, default=None
+        At most this many skilled forgeries per writer; None means ``samples_per_writer // 2``.
     """
 
     def __init__(self, targets, writers_per_batch, samples_per_writer, seed, forgeries_per_writer=None):
         self.writers_per_batch = writers_per_batch
         self.samples_per_writer = samples_per_writer
+        if forgeries_per_writer is not None and forgeries_per_writer < 0:
+            raise ValueError(f"forgeries_per_writer must be >= 0 or None, got {forgeries_per_writer}")
         self.forgeries_per_writer = forgeries_per_writer
         self.seed = seed
         writers, genuine = targets[:, 0], targets[:, 1].astype(bool)

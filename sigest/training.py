@@ -8,6 +8,7 @@ are its stages.
 """
 
 import warnings
+from numbers import Real
 
 import numpy as np
 import pandas as pd
@@ -360,6 +361,8 @@ def train_verifier(table, *, images=None, ink=None, preprocessor=None, valid_wri
         writer has 3 genuine signatures and a skilled forgery).
     """
     check_writers(table)
+    if not (whitening in (None, "auto") or (isinstance(whitening, Real) and 0.0 < whitening <= 1.0)):  # before training
+        raise ValueError(f"whitening must be 'auto', None or a shrinkage in (0, 1], got {whitening!r}")
     start = None
     if init is not None:
         start = init[-1].embedder_

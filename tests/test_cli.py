@@ -42,7 +42,9 @@ def test_whitening_option_takes_auto_none_or_a_shrinkage(capsys):
     assert parse() == "auto" and parse("--whitening", "none") is None and parse("--whitening", "0.3") == 0.3
     with pytest.raises(SystemExit):
         parse("--whitening", "strong")
-    assert "expected auto, none or a number" in capsys.readouterr().err
+    assert "expected auto, none or a shrinkage in (0, 1]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse("--whitening", "0")  # refused before any training, not after
 
 
 def test_evaluate_writes_report(trained, capsys):

@@ -123,6 +123,24 @@ def test_writer_batches_hold_k_genuine_and_the_asked_forgeries_per_writer(forger
         for w in np.unique(writers[batch]):
             mine = batch[writers[batch] == w]
             assert genuine[mine].sum() == 4 and (~genuine[mine]).sum() == expected  # at most the 6 there are
+    with pytest.raises(ValueError, match="forgeries_per_writer"):
+        WriterBatchSampler(embedding_targets(writers, genuine), 3, 4, seed=0, forgeries_per_writer=-1)
+
+
+def test_train_verifier_refuses_a_bad_whitening_before_training(small_signatures, monkeypatch):
+    import pandas as pd
+
+    from sigest import training
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking its arguments")
+
+    monkeypatch.setattr(training, "train_siamese_model", no_training)
+    table = pd.DataFrame({"writer": small_signatures.writer, "genuine": small_signatures.genuine,
+                          "image": list(small_signatures.images)})
+    for bad in (0.0, 1.5, "strong"):
+        with pytest.raises(ValueError, match="whitening must be"):
+            training.train_verifier(table, whitening=bad, progress=False)
 
 
 def test_augment_is_applied_in_training_only_and_keeps_shape(images_and_targets):
