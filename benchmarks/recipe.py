@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from skorch.callbacks import EarlyStopping, LRScheduler
+from skorch.callbacks import Callback, EarlyStopping, LRScheduler
 
 from sigest.cache import cache_images, load_cache
 from sigest.callbacks import WeightAverage, WriterEER
@@ -130,6 +130,16 @@ def measure(E, test, valid_votes, rng, k, ink=None):
     return out
 
 
+class EpochWeights(Callback):
+    """Keep a CPU copy of the network's weights (parameters and buffers) after every epoch, in ``weights_``."""
+
+    def on_train_begin(self, net, **kwargs):
+        self.weights_ = []
+
+    def on_epoch_end(self, net, **kwargs):
+        self.weights_.append({k: v.detach().cpu().clone() for k, v in net.module_.state_dict().items()})
+
+
 def resize(images, size):
     if tuple(images.shape[-2:]) == tuple(size):
         return images
@@ -145,6 +155,8 @@ def run(cache, args, fold, seed):
         WriterEER(images[valid["row"].to_numpy()], valid["writer"].to_numpy(), valid["genuine"].to_numpy()),
         EarlyStopping(monitor="valid_eer", patience=args.patience, load_best=True, sink=lambda *a: None),
     ]
+    if args.save_checkpoints:
+        callbacks.insert(len(callbacks) - 1, EpochWeights())
     if args.cosine:
         callbacks.append(LRScheduler(policy="CosineAnnealingLR", T_max=args.epochs))
     if args.loss == "proxy_anchor":
@@ -189,6 +201,12 @@ def run(cache, args, fold, seed):
         torch.save({"state_dict": {k: v.cpu() for k, v in net.module_.state_dict().items()}, "args": vars(args),
                     "train_writers": sorted(train["writer"].unique()), "valid_writers": sorted(valid["writer"].unique()),
                     "history": [{k: v for k, v in e.items() if k != "batches"} for e in net.history]}, args.save)
+    if args.save_checkpoints:
+        epochs = next(c for c in callbacks if isinstance(c, EpochWeights)).weights_
+        torch.save({"epochs": epochs, "valid_eer": list(net.history[:, "valid_eer"]),
+                    "train_rows": train["row"].to_numpy(), "valid_rows": valid["row"].to_numpy(),
+                    "test_rows": test["row"].to_numpy(), "args": vars(args)},
+                   args.save_checkpoints.format(fold=fold, seed=seed))
     results = []
     for dataset, group in test.groupby("dataset"):
         m = measure(E, group, valid_votes, rng, args.k, cache.ink)
@@ -237,6 +255,9 @@ def main():
     parser.add_argument("--save-embeddings", metavar="FILE.npz",
                         help="write every image's embedding, writer, data set and role (train/valid/test) for "
                              "benchmarks/scoring.py; {fold} and {seed} in the name are filled in")
+    parser.add_argument("--save-checkpoints", metavar="FILE.pt",
+                        help="write every epoch's weights, the validation EER of each and the run's rows "
+                             "(torch.save), to compare checkpoint choices afterwards; {fold} and {seed} are filled in")
     args = parser.parse_args()
     cache = load_cache(args.cache)
     rows = []
