@@ -72,31 +72,41 @@ def _cohort_stats(X, cohort, top):
     return closest.mean(axis=1), closest.std(axis=1) + 1e-6
 
 
-def score_writer(R, Q, cohort, top):
-    """Scores of the questioned embeddings Q (n, d) against references R (k, d), one column per rule."""
+def score_writer(R, Q, cohort, top, rules=RULES):
+    """Scores of the questioned embeddings Q (n, d) against references R (k, d), one column per rule in ``rules``."""
     D = np.linalg.norm(Q[:, None] - R[None], axis=2)  # (n, k)
     mean = D.mean(axis=1)
     mutual = _mutual(R)
-    centre = R.mean(axis=0)
-    ref_mu, ref_sd = _cohort_stats(R, cohort, top)
-    q_mu, q_sd = _cohort_stats(Q, cohort, top)
-    s_norm = 0.5 * ((mean - ref_mu.mean()) / ref_sd.mean() + (mean - q_mu) / q_sd)
-    wd = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000)
-    wd.fit(np.vstack([R, cohort]), np.r_[np.ones(len(R)), np.zeros(len(cohort))])
-    return {
-        "raw": -mean,
-        "nearest": -D.min(axis=1),
-        "ratio": -mean / mutual.mean(),
-        "nearest_ratio": -D.min(axis=1) / mutual.mean(),
-        "centroid_ratio": -np.linalg.norm(Q - centre, axis=1) / np.linalg.norm(R - centre, axis=1).mean(),
-        "znorm": -(mean - mutual.mean()) / (mutual.std() + 1e-6),
-        "cohort": -s_norm,
-        "wd_logistic": wd.decision_function(Q),
+
+    def s_norm():
+        ref_mu, ref_sd = _cohort_stats(R, cohort, top)
+        q_mu, q_sd = _cohort_stats(Q, cohort, top)
+        return -0.5 * ((mean - ref_mu.mean()) / ref_sd.mean() + (mean - q_mu) / q_sd)
+
+    def wd_logistic():
+        wd = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000)
+        wd.fit(np.vstack([R, cohort]), np.r_[np.ones(len(R)), np.zeros(len(cohort))])
+        return wd.decision_function(Q)
+
+    def centroid_ratio():
+        centre = R.mean(axis=0)
+        return -np.linalg.norm(Q - centre, axis=1) / np.linalg.norm(R - centre, axis=1).mean()
+
+    every = {
+        "raw": lambda: -mean,
+        "nearest": lambda: -D.min(axis=1),
+        "ratio": lambda: -mean / mutual.mean(),
+        "nearest_ratio": lambda: -D.min(axis=1) / mutual.mean(),
+        "centroid_ratio": centroid_ratio,
+        "znorm": lambda: -(mean - mutual.mean()) / (mutual.std() + 1e-6),
+        "cohort": s_norm,
+        "wd_logistic": wd_logistic,
     }
+    return {rule: every[rule]() for rule in rules}
 
 
-def score_role(data, role, k, rng, top, cohort_size):
-    """One row per questioned signature of the writers in ``role``: writer, kind and every rule's score."""
+def score_role(data, role, k, rng, top, cohort_size, rules=RULES):
+    """One row per questioned signature of the writers in ``role``: writer, kind and the score of each of ``rules``."""
     E, writer, genuine = data["embeddings"], data["writer"], data["genuine"]
     train = np.flatnonzero((data["role"] == "train") & genuine)
     cohort = E[rng.choice(train, size=min(cohort_size, len(train)), replace=False)]
@@ -113,7 +123,7 @@ def score_role(data, role, k, rng, top, cohort_size):
         randoms = rng.choice(pool, size=min(len(others), len(pool)), replace=False)
         questioned = np.concatenate([others, skilled, randoms])
         kinds = ["genuine"] * len(others) + ["skilled"] * len(skilled) + ["random"] * len(randoms)
-        scores = score_writer(E[refs], E[questioned], cohort, top)
+        scores = score_writer(E[refs], E[questioned], cohort, top, rules)
         if "ink" in data:
             ink = data["ink"]
             rows_ink = np.concatenate([ink[questioned][:, None], np.repeat(ink[refs][None], len(questioned), 0)], 1)

@@ -1,0 +1,179 @@
+"""Do more views of the same network help the verifier? Measured on recipe.py's saved training runs.
+
+Reads the files ``benchmarks/recipe.py --save-checkpoints`` writes and takes each run's own checkpoint
+(the epoch of lowest validation-writer EER). Besides the network's embedding (``global``), two
+more views of every image are read off the same forward pass, with no training:
+
+- ``stage3``: the stage-3 feature map, average-pooled and normalised (C3 values);
+- ``strips``: the last feature map average-pooled over 4 vertical strips (left to right), each
+  through the embedding's own projection and normalised: 4 local embeddings per image.
+
+Every view is whitened as the library whitens the embedding (:func:`sigest.nn.within_writer_whitening`,
+shrinkage 0.1, fitted on the training writers' genuine signatures; one matrix per strip).
+
+For k=5 references, each view gives a distance ratio (scoring.py's ``ratio``; the strips' log
+ratios are averaged into one input); a logistic regression fitted on the validation writers'
+genuine and skilled rows combines the log ratios with the ink differences, as the library's
+voter combines the global ratio and ink (``VotingVerifier(voting="normalized", compare_ink=True)``).
+For single pairs, the same with minus the views' distances. Per feature set and test data set: EER
+on genuine vs skilled forgeries (global threshold), and accuracy at the validation writers' EER
+threshold beside the test oracle's. Means and sd over runs.
+
+Usage: python benchmarks/views.py CACHE.npz CHECKPOINTS.pt [...] [--draws 5]
+"""
+
+import argparse
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+
+from sigest.cache import cache_images, load_cache
+from sigest.metrics import equal_error_rate, within_writer_pairs
+from sigest.nn import SiameseResNet, within_writer_whitening
+from sigest.verification import VotingVerifier, ink_difference
+
+from scoring import accuracy, score_role  # benchmarks/scoring.py, beside this script
+
+FEATURE_SETS = {
+    "global": ["global"],
+    "global + stage3": ["global", "stage3"],
+    "global + strips": ["global", "strips"],
+    "global + strips + stage3": ["global", "strips", "stage3"],
+}
+STRIPS = 4
+
+
+def network_views(module, images, batch=256):
+    """Unwhitened unit-norm views of each image: {"global": (N, d), "stage3": (N, C3), "strip0".."strip3": (N, d)}."""
+    out = {}
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            x = module.backbone.stem(torch.from_numpy(images[start:start + batch]).contiguous(
+                memory_format=torch.channels_last))
+            for number, stage in enumerate(module.backbone.stages, start=1):
+                x = stage(x)
+                if str(number) in module.attention:
+                    x = module.attention[str(number)](x)
+                if number == 3:
+                    out.setdefault("stage3", []).append(F.normalize(x.mean((2, 3)), dim=1))
+            pooled = {"global": x.mean((2, 3))}
+            for i, columns in enumerate(np.array_split(np.arange(x.shape[-1]), STRIPS)):
+                pooled[f"strip{i}"] = x[..., columns].mean((2, 3))
+            for name, p in pooled.items():
+                out.setdefault(name, []).append(F.normalize(module.projection(p), dim=1))
+    return {name: torch.cat(parts) for name, parts in out.items()}
+
+
+def whitened(views, own, writers):
+    """Each view whitened by the within-writer spread of the rows ``own`` (bool mask) and re-normalised."""
+    codes = torch.as_tensor(pd.factorize(writers[own])[0])
+    return {name: F.normalize(V @ within_writer_whitening(V[own], codes, 0.1), dim=1).numpy()
+            for name, V in views.items()}
+
+
+def view_columns(name, score):
+    """The input column(s) of one view: ``score(view_name)`` for a view, the mean over the strips for ``strips``."""
+    if name == "strips":
+        return np.mean([score(f"strip{i}") for i in range(STRIPS)], axis=0)
+    return score(name)
+
+
+def reference_rows(E, base, k, draw):
+    """k-reference rows of the validation and test writers, with each view's log distance ratio as a column."""
+    tables = {}
+    for role in ("valid", "test"):
+        per_view = {name: score_role({**base, "embeddings": V}, role, k, np.random.RandomState(draw), 100, 1000,
+                                     rules=("ratio",)) for name, V in E.items()}
+        table = per_view["global"]
+        tables[role] = table.assign(**{f"log_{n}": np.log(-t["ratio"].to_numpy()) for n, t in per_view.items()})
+    return tables["valid"], tables["test"]
+
+
+def k_reference_results(E, base, k, draw):
+    valid, test = reference_rows(E, base, k, draw)
+    out = []
+    for set_name, views in FEATURE_SETS.items():
+        def features(table, views=views):
+            logs = [view_columns(v, lambda n: table[f"log_{n}"].to_numpy()) for v in views]
+            return np.column_stack(logs + [np.stack(table["ink_diff"].to_numpy())])
+
+        vmask = valid["kind"].to_numpy() != "random"
+        model = LogisticRegression(C=VotingVerifier(None).C, max_iter=1000).fit(
+            features(valid)[vmask], valid["kind"].to_numpy()[vmask] == "genuine")
+        vscores, scores = model.decision_function(features(valid)), model.decision_function(features(test))
+        chosen = equal_error_rate(valid["kind"].to_numpy()[vmask] == "genuine", vscores[vmask])[1]
+        for dataset, rows in test.groupby("dataset").indices.items():
+            kinds = test["kind"].to_numpy()[rows]
+            mask = kinds != "random"
+            eer, oracle = equal_error_rate(kinds[mask] == "genuine", scores[rows][mask])
+            out.append({"rule": f"k={k}", "set": set_name, "test": dataset, "EER": eer,
+                        "acc": accuracy(scores[rows], kinds, chosen), "acc_oracle": accuracy(scores[rows], kinds, oracle)})
+    return out
+
+
+def pair_results(E, base):
+    """Single pairs: logistic on minus each view's distance and the ink differences (validation writers' pairs)."""
+    def exhaustive(role):
+        rows = np.flatnonzero(base["role"] == role)
+        first, second, label = within_writer_pairs(base["writer"][rows], base["genuine"][rows])
+        return rows[first], rows[second], label
+
+    (va, vb, vy), (ta, tb, ty) = exhaustive("valid"), exhaustive("test")
+    out = []
+    for set_name, views in FEATURE_SETS.items():
+        def features(a, b, views=views):
+            distances = [view_columns(v, lambda n: -np.linalg.norm(E[n][a] - E[n][b], axis=1)) for v in views]
+            return np.column_stack(distances + [ink_difference(np.stack([base["ink"][a], base["ink"][b]], axis=1))])
+
+        model = LogisticRegression(C=VotingVerifier(None).C, max_iter=1000).fit(features(va, vb), vy)
+        chosen = equal_error_rate(vy, model.decision_function(features(va, vb)))[1]
+        scores = model.decision_function(features(ta, tb))
+        for dataset in np.unique(base["dataset"][ta]):
+            mask = base["dataset"][ta] == dataset
+            s, y = scores[mask], ty[mask]
+            eer, oracle = equal_error_rate(y, s)
+            out.append({"rule": "single pair", "set": set_name, "test": dataset, "EER": eer,
+                        "acc": float(np.mean((s >= chosen) == (y == 1))), "acc_oracle": float(np.mean((s >= oracle) == (y == 1)))})
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cache")
+    parser.add_argument("checkpoints", nargs="+")
+    parser.add_argument("--k", type=int, default=5, help="references per writer")
+    parser.add_argument("--draws", type=int, default=5, help="random draws of the references per run")
+    args = parser.parse_args()
+    cache = load_cache(args.cache)
+    if cache.ink is None:
+        parser.error("the cache holds no ink measures (make it with sigest prepare)")
+    images, table = cache_images(cache), cache.table
+    rows = []
+    for path in args.checkpoints:
+        run = torch.load(path, weights_only=False)
+        settings = run["args"]
+        role = np.full(len(table), "", dtype=object)
+        for name in ("train", "valid", "test"):
+            role[run[f"{name}_rows"]] = name
+        base = {"writer": table["writer"].to_numpy().astype(str), "genuine": table["genuine"].to_numpy(),
+                "dataset": table["dataset"].to_numpy().astype(str), "role": role.astype(str), "ink": cache.ink}
+        module = SiameseResNet(backbone=settings["backbone"], embedding_dim=settings["dim"],
+                               attention_stages=tuple(settings["attention"])).eval()
+        module.load_state_dict(run["epochs"][int(np.argmin(run["valid_eer"]))])
+        E = whitened(network_views(module, images), (base["role"] == "train") & base["genuine"], base["writer"])
+        for draw in range(args.draws):
+            rows += [{"file": path, **r} for r in k_reference_results(E, base, args.k, draw)]
+        rows += [{"file": path, **r} for r in pair_results(E, base)]
+        print(f"{path}: epoch {int(np.argmin(run['valid_eer'])) + 1} of {len(run['valid_eer'])}", flush=True)
+    frame = pd.DataFrame(rows)
+    per_run = frame.groupby(["rule", "set", "test", "file"])[["EER", "acc", "acc_oracle"]].mean()
+    summary = per_run.groupby(["rule", "set", "test"]).agg(["mean", "std"]) * 100
+    print(f"{len(args.checkpoints)} runs, {args.draws} reference draws each; % (mean and sd over runs)")
+    print(summary.round(1).to_string())
+
+
+if __name__ == "__main__":
+    main()
