@@ -130,6 +130,21 @@ def measure(E, test, valid_votes, rng, k, ink=None):
     return out
 
 
+class GradientNorm(Callback):
+    """Record the largest gradient norm of the epoch's training batches as ``grad_max``."""
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.largest_ = 0.0
+
+    def on_grad_computed(self, net, named_parameters, training=False, **kwargs):
+        norms = [p.grad.detach().norm() for _, p in named_parameters if p.grad is not None]
+        if norms:
+            self.largest_ = max(self.largest_, float(torch.stack(norms).norm()))
+
+    def on_epoch_end(self, net, **kwargs):
+        net.history.record("grad_max", self.largest_)
+
+
 class EpochWeights(Callback):
     """Keep a CPU copy of the network's weights (parameters and buffers) after every epoch, in ``weights_``."""
 
@@ -151,6 +166,7 @@ def run(cache, args, fold, seed):
     train, valid, test = split(table, args, fold, seed)
     images = resize(cache_images(cache), tuple(args.size))
     callbacks = [WeightAverage(args.ema)] if args.ema else []
+    callbacks.append(GradientNorm())
     callbacks += [
         WriterEER(images[valid["row"].to_numpy()], valid["writer"].to_numpy(), valid["genuine"].to_numpy()),
         EarlyStopping(monitor="valid_eer", patience=args.patience, load_best=True, sink=lambda *a: None),
@@ -204,6 +220,7 @@ def run(cache, args, fold, seed):
     if args.save_checkpoints:
         epochs = next(c for c in callbacks if isinstance(c, EpochWeights)).weights_
         torch.save({"epochs": epochs, "valid_eer": list(net.history[:, "valid_eer"]),
+                    "grad_max": list(net.history[:, "grad_max"]), "train_loss": list(net.history[:, "train_loss"]),
                     "train_rows": train["row"].to_numpy(), "valid_rows": valid["row"].to_numpy(),
                     "test_rows": test["row"].to_numpy(), "args": vars(args)},
                    args.save_checkpoints.format(fold=fold, seed=seed))

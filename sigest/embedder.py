@@ -53,7 +53,8 @@ class WriterBatchSampler(Sampler):
     writers_per_batch : int
     samples_per_writer : int
     seed : int
-        Seed of this sampler's draws.
+        Seed of this sampler's draws. Each pass (each epoch) draws new batches, going on from where
+        the last pass left off; a new sampler with the same seed repeats the same sequence of passes.
     forgeries_per_writer : int or None, default=None
         At most this many skilled forgeries per writer; None means ``samples_per_writer // 2``.
     """
@@ -65,6 +66,7 @@ class WriterBatchSampler(Sampler):
             raise ValueError(f"forgeries_per_writer must be >= 0 or None, got {forgeries_per_writer}")
         self.forgeries_per_writer = forgeries_per_writer
         self.seed = seed
+        self.rng_ = np.random.RandomState(seed)
         writers, genuine = targets[:, 0], targets[:, 1].astype(bool)
         self.genuine = {w: np.flatnonzero((writers == w) & genuine) for w in np.unique(writers)}
         self.forged = {w: np.flatnonzero((writers == w) & ~genuine) for w in self.genuine}
@@ -77,7 +79,7 @@ class WriterBatchSampler(Sampler):
         return self.n_batches
 
     def __iter__(self):
-        rng = np.random.RandomState(self.seed)
+        rng = self.rng_
         p = min(self.writers_per_batch, len(self.eligible))
         for _ in range(self.n_batches):
             batch = []

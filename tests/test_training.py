@@ -127,6 +127,31 @@ def test_writer_batches_hold_k_genuine_and_the_asked_forgeries_per_writer(forger
         WriterBatchSampler(embedding_targets(writers, genuine), 3, 4, seed=0, forgeries_per_writer=-1)
 
 
+def test_every_epoch_draws_new_writer_batches_and_a_seed_repeats_them(images_and_targets):
+    # a sampler that drew the same batches each epoch let the net memorise 16 fixed batches: on the
+    # real data the training loss reached 0 and learning stopped after about 20 epochs
+    from torch.utils.data import DataLoader
+
+    from sigest.embedder import WriterBatchSampler
+
+    writers = np.repeat(np.arange(12), 10)
+    targets = embedding_targets(writers, np.ones(len(writers), bool))
+    sampler = WriterBatchSampler(targets, writers_per_batch=4, samples_per_writer=2, seed=3)
+    loader = DataLoader(np.arange(len(writers)), batch_sampler=sampler)  # made once per fit, as skorch does
+    first, second = ([b.tolist() for b in loader] for _ in range(2))
+    assert first != second
+    again = WriterBatchSampler(targets, writers_per_batch=4, samples_per_writer=2, seed=3)
+    assert [list(b) for b in again] == first
+
+    images, writers, genuine = images_and_targets
+    net = SiameseEmbedder(module__backbone="resnet_tiny", module__embedding_dim=8, writers_per_batch=2,
+                          samples_per_writer=2, max_epochs=1, random_state=0, device="cpu").initialize()
+    dataset = net.get_dataset(images, embedding_targets(writers, genuine))
+    iterator = net.get_iterator(dataset, training=True)
+    epochs = [[y[:, 0].tolist() for _, y in iterator] for _ in range(2)]
+    assert epochs[0] != epochs[1]
+
+
 def test_train_verifier_refuses_a_bad_whitening_before_training(small_signatures, monkeypatch):
     import pandas as pd
 
