@@ -155,6 +155,24 @@ class EpochWeights(Callback):
         self.weights_.append({k: v.detach().cpu().clone() for k, v in net.module_.state_dict().items()})
 
 
+class TimeLimit(Callback):
+    """End training (as if interrupted) after the epoch that passes ``seconds`` of wall time.
+
+    skorch then runs ``on_train_end`` as usual, so ``EarlyStopping(load_best=True)`` still restores
+    the best epoch so far. For runs that must finish inside a fixed budget (a lent GPU).
+    """
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def on_train_begin(self, net, **kwargs):
+        self.start_ = time.perf_counter()
+
+    def on_epoch_end(self, net, **kwargs):
+        if time.perf_counter() - self.start_ > self.seconds:
+            raise KeyboardInterrupt
+
+
 def resize(images, size):
     if tuple(images.shape[-2:]) == tuple(size):
         return images
@@ -173,6 +191,8 @@ def run(cache, args, fold, seed):
     ]
     if args.save_checkpoints:
         callbacks.insert(len(callbacks) - 1, EpochWeights())
+    if args.time_limit:
+        callbacks.append(TimeLimit(args.time_limit))
     if args.cosine:
         callbacks.append(LRScheduler(policy="CosineAnnealingLR", T_max=args.epochs))
     if args.loss == "proxy_anchor":
@@ -187,7 +207,7 @@ def run(cache, args, fold, seed):
         module__dropout=args.dropout, **loss, lr=args.lr, max_epochs=args.epochs,
         writers_per_batch=args.p, samples_per_writer=args.k_per_writer, forgeries_per_writer=args.forgeries_per_writer,
         batch_size=256,
-        augment=SignatureAugment() if args.augment else None, callbacks=callbacks, random_state=seed,
+        augment=SignatureAugment(p=args.augment_p) if args.augment else None, callbacks=callbacks, random_state=seed,
         iterator_train__num_workers=args.workers, iterator_train__pin_memory=torch.cuda.is_available(),
         optimizer__weight_decay=args.weight_decay, device=args.device,
     )
@@ -216,7 +236,8 @@ def run(cache, args, fold, seed):
     if args.save:
         torch.save({"state_dict": {k: v.cpu() for k, v in net.module_.state_dict().items()}, "args": vars(args),
                     "train_writers": sorted(train["writer"].unique()), "valid_writers": sorted(valid["writer"].unique()),
-                    "history": [{k: v for k, v in e.items() if k != "batches"} for e in net.history]}, args.save)
+                    "history": [{k: v for k, v in e.items() if k != "batches"} for e in net.history]},
+                   args.save.format(fold=fold, seed=seed))
     if args.save_checkpoints:
         epochs = next(c for c in callbacks if isinstance(c, EpochWeights)).weights_
         torch.save({"epochs": epochs, "valid_eer": list(net.history[:, "valid_eer"]),
@@ -230,6 +251,7 @@ def run(cache, args, fold, seed):
         results.append({"fold": fold, "seed": seed, "test": dataset, "n_train_writers": train["writer"].nunique(),
                         "n_test_writers": group["writer"].nunique(), "epochs": len(net.history), "best_epoch": best,
                         "valid_eer": float(np.nanmin(net.history[:, "valid_eer"])), "train_s": seconds,
+                        "time_limited": bool(net.interrupted_),
                         "images_per_s": seen / seconds, **m})
     return results
 
@@ -255,6 +277,7 @@ def main():
     parser.add_argument("--cosine", action="store_true")
     parser.add_argument("--ema", type=float, default=0.0, help="judge and keep an EMA of the weights with this decay")
     parser.add_argument("--augment", action="store_true")
+    parser.add_argument("--augment-p", type=float, default=1.0, help="share of training images distorted")
     parser.add_argument("--margin", type=float, default=0.2)
     parser.add_argument("--mining", default="batch_hard")
     parser.add_argument("--smooth", action="store_true", help="soft-margin triplet loss (softplus, not hinge)")
@@ -266,9 +289,11 @@ def main():
     parser.add_argument("--k", type=int, default=5, help="references per writer")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--time-limit", type=float, help="end training after the epoch that passes this many seconds")
     parser.add_argument("--tag", default="")
     parser.add_argument("--out")
-    parser.add_argument("--save", help="write the trained network's weights and the run's settings (torch.save)")
+    parser.add_argument("--save", help="write the trained network's weights and the run's settings (torch.save); "
+                                       "{fold} and {seed} in the name are filled in")
     parser.add_argument("--save-embeddings", metavar="FILE.npz",
                         help="write every image's embedding, writer, data set and role (train/valid/test) for "
                              "benchmarks/scoring.py; {fold} and {seed} in the name are filled in")

@@ -189,6 +189,16 @@ def test_augment_is_applied_in_training_only_and_keeps_shape(images_and_targets)
     assert len(calls) == n_batches, "no augmentation at inference"
 
 
+def test_augment_p_sets_the_share_of_distorted_images(images_and_targets):
+    x = torch.from_numpy(images_and_targets[0][:40])
+    assert torch.equal(SignatureAugment(p=0.0)(x, generator=torch.Generator().manual_seed(0)), x)
+    out = SignatureAugment(p=0.5)(x, generator=torch.Generator().manual_seed(0))
+    unchanged = sum(torch.equal(a, b) for a, b in zip(out, x))
+    assert 8 <= unchanged <= 32, unchanged
+    with pytest.raises(ValueError, match="p must be a probability"):
+        SignatureAugment(p=1.5)
+
+
 def test_fit_leaves_torch_global_rng_alone(images_and_targets):
     images, writers, genuine = images_and_targets
     torch.manual_seed(123)

@@ -29,6 +29,9 @@ class SignatureAugment(nn.Module):
     stroke : float, default=0.2
         Probability of thickening the strokes by one pixel (a wider pen). Thinning is not offered:
         at network resolution strokes are one or two pixels wide and would vanish.
+    p : float, default=1.0
+        Probability that an image is distorted at all; the others pass unchanged. Resampling blurs
+        thin strokes a little, so ``p < 1`` keeps sharp images, like those at inference, in training.
 
     Shape
     -----
@@ -36,8 +39,11 @@ class SignatureAugment(nn.Module):
     - Output: (N, C, H, W), same dtype and device.
     """
 
-    def __init__(self, rotation=3.0, shear=0.1, scale=(0.9, 1.05), translate=0.03, stroke=0.2):
+    def __init__(self, rotation=3.0, shear=0.1, scale=(0.9, 1.05), translate=0.03, stroke=0.2, p=1.0):
         super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
+        self.p = p
         self.rotation = rotation
         self.shear = shear
         self.scale = scale
@@ -60,6 +66,8 @@ class SignatureAugment(nn.Module):
             torch.stack([sin * aspect, cos, uniform(-2 * self.translate, 2 * self.translate)], dim=1),
         ], dim=1).to(device=x.device, dtype=x.dtype)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        draw = torch.rand(n, generator=generator).to(x.device).view(n, 1, 1, 1)
-        return torch.where(draw < self.stroke, F.max_pool2d(x, 3, stride=1, padding=1), x)
+        distorted = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        thicken = torch.rand(n, generator=generator).to(x.device).view(n, 1, 1, 1) < self.stroke
+        distorted = torch.where(thicken, F.max_pool2d(distorted, 3, stride=1, padding=1), distorted)
+        keep = torch.rand(n, generator=generator).to(x.device).view(n, 1, 1, 1) >= self.p
+        return torch.where(keep, x, distorted)
