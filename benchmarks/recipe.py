@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from skorch.callbacks import Callback, EarlyStopping, LRScheduler
+from torch.optim.lr_scheduler import LambdaLR
 
 from sigest.cache import cache_images, load_cache
 from sigest.callbacks import WeightAverage, WriterEER
@@ -191,10 +192,14 @@ def run(cache, args, fold, seed):
     ]
     if args.save_checkpoints:
         callbacks.insert(len(callbacks) - 1, EpochWeights())
-    if args.time_limit:
-        callbacks.append(TimeLimit(args.time_limit))
+    if args.warmup:
+        if args.cosine:
+            raise SystemExit("--warmup and --cosine are not combined")
+        callbacks.append(LRScheduler(policy=LambdaLR, lr_lambda=lambda epoch: min(1.0, (epoch + 1) / args.warmup)))
     if args.cosine:
         callbacks.append(LRScheduler(policy="CosineAnnealingLR", T_max=args.epochs))
+    if args.time_limit:
+        callbacks.append(TimeLimit(args.time_limit))
     if args.loss == "proxy_anchor":
         loss = {"criterion": ProxyAnchorLoss, "criterion__num_writers": train["writer"].nunique(),
                 "criterion__embedding_dim": args.dim, "optimizer__param_groups": [("*proxies", {"lr": 100 * args.lr})]}
@@ -275,6 +280,7 @@ def main():
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=1e-2)
     parser.add_argument("--cosine", action="store_true")
+    parser.add_argument("--warmup", type=int, default=0, help="epochs of linear learning-rate warm-up (lr/N, 2lr/N, ...)")
     parser.add_argument("--ema", type=float, default=0.0, help="judge and keep an EMA of the weights with this decay")
     parser.add_argument("--augment", action="store_true")
     parser.add_argument("--augment-p", type=float, default=1.0, help="share of training images distorted")

@@ -1,7 +1,8 @@
 """Do more views of the same network help the verifier? Measured on recipe.py's saved training runs.
 
 Reads the files ``benchmarks/recipe.py --save-checkpoints`` writes and takes each run's own checkpoint
-(the epoch of lowest validation-writer EER). Besides the network's embedding (``global``), two
+(the epoch of lowest validation-writer EER), or the files ``--save`` writes (that checkpoint alone;
+writers neither trained on nor validated on are the run's test writers). Besides the network's embedding (``global``), two
 more views of every image are read off the same forward pass, with no training:
 
 - ``stage3``: the stage-3 feature map, average-pooled and normalised (C3 values);
@@ -19,7 +20,7 @@ For single pairs, the same with minus the views' distances. Per feature set and 
 on genuine vs skilled forgeries (global threshold), and accuracy at the validation writers' EER
 threshold beside the test oracle's. Means and sd over runs.
 
-Usage: python benchmarks/views.py CACHE.npz CHECKPOINTS.pt [...] [--draws 5]
+Usage: python benchmarks/views.py CACHE.npz RUNS.pt [...] [--draws 5]
 """
 
 import argparse
@@ -140,10 +141,27 @@ def pair_results(E, base):
     return out
 
 
+def load_run(path, table):
+    """(role of every cache row, recipe settings, chosen weights, "epoch E of N") of one saved run."""
+    run = torch.load(path, weights_only=False)
+    role = np.full(len(table), "", dtype=object)
+    if "epochs" in run:  # --save-checkpoints: every epoch
+        for name in ("train", "valid", "test"):
+            role[run[f"{name}_rows"]] = name
+        best = int(np.argmin(run["valid_eer"]))
+        return role.astype(str), run["args"], run["epochs"][best], f"epoch {best + 1} of {len(run['valid_eer'])}"
+    writers = table["writer"].to_numpy().astype(str)  # --save: the chosen epoch only
+    role[:] = "test"
+    role[np.isin(writers, run["train_writers"])] = "train"
+    role[np.isin(writers, run["valid_writers"])] = "valid"
+    best = int(np.argmin([e["valid_eer"] for e in run["history"]]))
+    return role.astype(str), run["args"], run["state_dict"], f"epoch {best + 1} of {len(run['history'])}"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cache")
-    parser.add_argument("checkpoints", nargs="+")
+    parser.add_argument("checkpoints", nargs="+", help="files of recipe.py --save-checkpoints or --save")
     parser.add_argument("--k", type=int, default=5, help="references per writer")
     parser.add_argument("--draws", type=int, default=5, help="random draws of the references per run")
     args = parser.parse_args()
@@ -153,21 +171,17 @@ def main():
     images, table = cache_images(cache), cache.table
     rows = []
     for path in args.checkpoints:
-        run = torch.load(path, weights_only=False)
-        settings = run["args"]
-        role = np.full(len(table), "", dtype=object)
-        for name in ("train", "valid", "test"):
-            role[run[f"{name}_rows"]] = name
+        role, settings, weights, chosen = load_run(path, table)
         base = {"writer": table["writer"].to_numpy().astype(str), "genuine": table["genuine"].to_numpy(),
-                "dataset": table["dataset"].to_numpy().astype(str), "role": role.astype(str), "ink": cache.ink}
+                "dataset": table["dataset"].to_numpy().astype(str), "role": role, "ink": cache.ink}
         module = SiameseResNet(backbone=settings["backbone"], embedding_dim=settings["dim"],
                                attention_stages=tuple(settings["attention"])).eval()
-        module.load_state_dict(run["epochs"][int(np.argmin(run["valid_eer"]))])
+        module.load_state_dict(weights)
         E = whitened(network_views(module, images), (base["role"] == "train") & base["genuine"], base["writer"])
         for draw in range(args.draws):
             rows += [{"file": path, **r} for r in k_reference_results(E, base, args.k, draw)]
         rows += [{"file": path, **r} for r in pair_results(E, base)]
-        print(f"{path}: epoch {int(np.argmin(run['valid_eer'])) + 1} of {len(run['valid_eer'])}", flush=True)
+        print(f"{path}: {chosen}", flush=True)
     frame = pd.DataFrame(rows)
     per_run = frame.groupby(["rule", "set", "test", "file"])[["EER", "acc", "acc_oracle"]].mean()
     summary = per_run.groupby(["rule", "set", "test"]).agg(["mean", "std"]) * 100
