@@ -9,6 +9,8 @@ more views of every image are read off the same forward pass, with no training:
 - ``strips``: the last feature map average-pooled over 4 vertical strips (left to right), each
   through the embedding's own projection and normalised: 4 local embeddings per image.
 
+Both are :meth:`sigest.nn.SiameseResNet.views` (the library's own code, read here unwhitened).
+
 Every view is whitened as the library whitens the embedding (:func:`sigest.nn.within_writer_whitening`,
 shrinkage 0.1, fitted on the training writers' genuine signatures; one matrix per strip).
 
@@ -44,27 +46,20 @@ FEATURE_SETS = {
     "global + strips": ["global", "strips"],
     "global + strips + stage3": ["global", "strips", "stage3"],
 }
-STRIPS = 4
+STRIPS = SiameseResNet.n_strips
 
 
 def network_views(module, images, batch=256):
     """Unwhitened unit-norm views of each image: {"global": (N, d), "stage3": (N, C3), "strip0".."strip3": (N, d)}."""
+    module.set_whitening(None).set_view_whitening(None, None)
     out = {}
     with torch.no_grad():
         for start in range(0, len(images), batch):
-            x = module.backbone.stem(torch.from_numpy(images[start:start + batch]).contiguous(
-                memory_format=torch.channels_last))
-            for number, stage in enumerate(module.backbone.stages, start=1):
-                x = stage(x)
-                if str(number) in module.attention:
-                    x = module.attention[str(number)](x)
-                if number == 3:
-                    out.setdefault("stage3", []).append(F.normalize(x.mean((2, 3)), dim=1))
-            pooled = {"global": x.mean((2, 3))}
-            for i, columns in enumerate(np.array_split(np.arange(x.shape[-1]), STRIPS)):
-                pooled[f"strip{i}"] = x[..., columns].mean((2, 3))
-            for name, p in pooled.items():
-                out.setdefault(name, []).append(F.normalize(module.projection(p), dim=1))
+            views = module.views(torch.from_numpy(images[start:start + batch]))
+            out.setdefault("global", []).append(views["embedding"])
+            out.setdefault("stage3", []).append(views["penultimate"])
+            for i in range(STRIPS):
+                out.setdefault(f"strip{i}", []).append(views["strips"][:, i])
     return {name: torch.cat(parts) for name, parts in out.items()}
 
 
@@ -187,6 +182,11 @@ def main():
     summary = per_run.groupby(["rule", "set", "test"]).agg(["mean", "std"]) * 100
     print(f"{len(args.checkpoints)} runs, {args.draws} reference draws each; % (mean and sd over runs)")
     print(summary.round(1).to_string())
+    by_set = per_run["EER"].unstack("set")
+    paired = (by_set.sub(by_set["global"], axis=0).drop(columns="global").stack()
+              .groupby(level=["rule", "set", "test"]).agg(["mean", "std"]) * 100)
+    print("EER minus the global view's, run by run (percentage points; mean and sd over runs)")
+    print(paired.round(2).to_string())
 
 
 if __name__ == "__main__":

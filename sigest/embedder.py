@@ -335,3 +335,28 @@ class SiameseEmbedder(NeuralNet):
             n, k = X.shape[:2]
             return self.transform(X.reshape(n * k, *X.shape[2:])).reshape(n, k, -1)
         return self.forward(Dataset(X, None), training=False).numpy()
+
+    def transform_views(self, X):
+        """Every view of :meth:`sigest.nn.SiameseResNet.views`, batch by batch, without gradients.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, 1, H, W), float32
+
+        Returns
+        -------
+        views : dict of ndarray, float32
+            ``"embedding"`` (n, embedding_dim), equal to :meth:`transform`'s; ``"penultimate"``
+            (n, C_penultimate); ``"strips"`` (n, n_strips, embedding_dim). Unit-norm rows.
+        """
+        self.check_is_fitted()
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 4:
+            raise ValueError(f"expected images (n, 1, H, W), got shape {X.shape}")
+        self._set_training(False)
+        parts = {}
+        with torch.no_grad():
+            for Xi, _ in self.get_iterator(Dataset(X, None), training=False):
+                for name, value in self.module_.views(Xi.to(self.device)).items():
+                    parts.setdefault(name, []).append(value.cpu())
+        return {name: torch.cat(values).numpy() for name, values in parts.items()}

@@ -33,7 +33,8 @@ from .verification import LogisticSiameseRegression, VotingVerifier
 
 __all__ = ["save", "load", "FORMAT_VERSION", "ModelFormatError"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the network's view whitening and the voter's extra views; format 1 files still load
+_READABLE_VERSIONS = (1, 2)
 _PREPROCESSORS = {cls.__name__: cls for cls in (PreprocessImage, TestPreprocessImage)}
 _ARCHITECTURE = ("backbone", "embedding_dim", "attention", "attention_stages", "in_channels", "dropout")
 
@@ -114,7 +115,8 @@ def save(model, path, *, info=None):
     if voter is not None:
         document["reference_voter"] = {"voting": voter.voting, "threshold": float(voter.threshold),
                                        "n_references": int(voter.n_references_),
-                                       "compare_ink": bool(voter.compare_ink), "C": float(voter.C)}
+                                       "compare_ink": bool(voter.compare_ink), "C": float(voter.C),
+                                       "extra_views": list(voter.extra_views)}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
@@ -137,10 +139,11 @@ def read_metadata(path):
         raise ModelFormatError(f"{path} is not a sigest model file ({type(exc).__name__})") from None
     if document.get("format") != "sigest-model":
         raise ModelFormatError(f"{path} is not a sigest model file")
-    if document.get("format_version") != FORMAT_VERSION:
+    if document.get("format_version") not in _READABLE_VERSIONS:
         raise ModelFormatError(
             f"{path} was written by sigest {document.get('versions', {}).get('sigest', '?')} in model format "
-            f"{document.get('format_version')}; this sigest {_versions()['sigest']} reads format {FORMAT_VERSION}")
+            f"{document.get('format_version')}; this sigest {_versions()['sigest']} reads formats "
+            f"{', '.join(map(str, _READABLE_VERSIONS))}")
     return document
 
 
@@ -214,7 +217,8 @@ def _fitted_logistic(coef, intercept, classes, C=1.0):
 def _reference_voter(verifier, spec, tensors):
     """The fitted distance-ratio :class:`VotingVerifier` a file describes, around the loaded verifier."""
     voter = VotingVerifier(FrozenEstimator(verifier), voting=spec["voting"], threshold=spec["threshold"],
-                           compare_ink=spec.get("compare_ink", False), C=spec.get("C", 1.0))
+                           compare_ink=spec.get("compare_ink", False), C=spec.get("C", 1.0),
+                           extra_views=tuple(spec.get("extra_views", ())))  # files before the views: ()
     voter.estimator_ = FrozenEstimator(verifier)
     voter.calibrator_ = _fitted_logistic(tensors["voter.coef"], tensors["voter.intercept"], [0, 1], C=voter.C)
     voter.classes_ = np.array([0, 1])

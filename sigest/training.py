@@ -175,7 +175,9 @@ def fit_whitening(embedder, images, writers, *, shrinkage=0.1):
     (:func:`sigest.nn.within_writer_whitening`); the map is stored in the network
     (:meth:`sigest.nn.SiameseResNet.set_whitening`), so that every later embedding, the pair head's
     and the voter's included, is whitened. Measured on unseen writers (``benchmarks/scoring.py
-    --whitening``), it lowers the 5-reference EER by about a point on CEDAR and SigComp2011.
+    --whitening``), it lowers the 5-reference EER by about a point on CEDAR and SigComp2011. The
+    extra views (:meth:`sigest.nn.SiameseResNet.views`) are whitened the same way, each by its own
+    within-writer spread (:meth:`~sigest.nn.SiameseResNet.set_view_whitening`; one map per strip).
 
     Parameters
     ----------
@@ -193,10 +195,14 @@ def fit_whitening(embedder, images, writers, *, shrinkage=0.1):
     embedder : SiameseEmbedder
         The same object.
     """
-    module = embedder.module_.set_whitening(None)
-    embeddings = torch.as_tensor(embedder.transform(images))
+    module = embedder.module_.set_whitening(None).set_view_whitening(None, None)
+    views = {name: torch.as_tensor(v) for name, v in embedder.transform_views(images).items()}
     codes = torch.as_tensor(pd.factorize(np.asarray(writers))[0])
-    module.set_whitening(within_writer_whitening(embeddings, codes, shrinkage=shrinkage))
+    module.set_whitening(within_writer_whitening(views["embedding"], codes, shrinkage=shrinkage))
+    module.set_view_whitening(
+        penultimate=within_writer_whitening(views["penultimate"], codes, shrinkage=shrinkage),
+        strips=torch.stack([within_writer_whitening(strip, codes, shrinkage=shrinkage)
+                            for strip in views["strips"].unbind(1)]))
     return embedder
 
 
@@ -381,7 +387,8 @@ def train_verifier(table, *, images=None, ink=None, preprocessor=None, valid_wri
                                    writers_per_batch=writers_per_batch, samples_per_writer=samples_per_writer,
                                    init=start, **embedder_params)
     if whitening == "auto" and start is not None:
-        embedder.module_.set_whitening(start.module_.whitening)
+        embedder.module_.set_whitening(start.module_.whitening).set_view_whitening(
+            start.module_.penultimate_whitening, start.module_.strip_whitening)
     elif whitening is not None:
         own = train[train["genuine"]]
         fit_whitening(embedder, images[own["_row"].to_numpy()], own["writer"].to_numpy(),

@@ -117,13 +117,13 @@ def embed_distinct(embed, images):
     Parameters
     ----------
     embed : callable
-        Maps (m, 1, H, W) images to (m, d) embeddings.
+        Maps (m, 1, H, W) images to (m, d) embeddings, or to a dict of (m, ...) arrays (views).
     images : ndarray of shape (n, 1, H, W)
         May repeat images (a reference shared by several pairs, say).
 
     Returns
     -------
-    embeddings : ndarray of shape (n, d)
+    embeddings : ndarray of shape (n, d), or dict of (n, ...) arrays
     """
     keys = _image_keys(images)
     position, distinct = {}, []
@@ -131,7 +131,8 @@ def embed_distinct(embed, images):
         if key not in position:
             position[key] = len(distinct)
             distinct.append(i)
-    return embed(images[distinct])[[position[key] for key in keys]]
+    out, index = embed(images[distinct]), [position[key] for key in keys]
+    return {name: value[index] for name, value in out.items()} if isinstance(out, dict) else out[index]
 
 
 def pairs_to_targets(X, y):
@@ -356,6 +357,17 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         return self.embedder_.transform(_split_ink(X)[0])
 
+    def embed_views(self, X):
+        """Every view of preprocessed images (n, 1, H, W), as :meth:`SiameseEmbedder.transform_views` gives them.
+
+        Returns
+        -------
+        views : dict of ndarray
+            ``"embedding"`` (n, d), ``"penultimate"`` (n, C), ``"strips"`` (n, n_strips, d).
+        """
+        check_is_fitted(self)
+        return self.embedder_.transform_views(_split_ink(X)[0])
+
     def _embed_pairs(self, X):
         """(n_pairs, 2, 1, H, W) -> (n_pairs, 2, d), an image shared by several pairs embedded once."""
         return embed_distinct(self.embedder_.transform, X.reshape(-1, *X.shape[2:])).reshape(len(X), 2, -1)
@@ -392,6 +404,27 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
     def predict(self, X):
         """1 (genuine) where the genuine probability reaches ``threshold``, else 0: (n_pairs,)."""
         return (self.predict_proba(X)[:, 1] >= self.threshold).astype(int)
+
+
+EXTRA_VIEWS = ("penultimate", "strips")
+
+
+def _distance_ratio(E):
+    """Mean questioned-to-reference distance over the references' mean mutual distance.
+
+    Parameters
+    ----------
+    E : ndarray of shape (n, 1 + k, d), k >= 2
+        Embedded rows (questioned, ref_1, ..., ref_k).
+
+    Returns
+    -------
+    ratio : ndarray of shape (n,)
+    """
+    questioned = np.linalg.norm(E[:, 1:] - E[:, :1], axis=2).mean(axis=1)
+    i, j = np.triu_indices(E.shape[1] - 1, k=1)
+    spread = np.linalg.norm(E[:, 1:][:, i] - E[:, 1:][:, j], axis=2).mean(axis=1)
+    return questioned / np.maximum(spread, 1e-6)
 
 
 class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
@@ -432,6 +465,14 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         with ``benchmarks/scoring.py`` (3 writer folds x 5 reference draws, k=5, EER Bengali /
         CEDAR / Dutch): see the README's table. It assumes references and questioned signatures
         were scanned alike (same resolution).
+    extra_views : tuple of {"penultimate", "strips"}, default=("penultimate", "strips")
+        With ``voting="normalized"``: more views of the same images beside the embedding
+        (:meth:`sigest.nn.SiameseResNet.views`, needs an estimator with ``embed_views``), each giving
+        its own log distance ratio as one more input of the calibration (the strips' log ratios
+        averaged into one). They come from the same forward pass and need no training. Measured
+        with ``benchmarks/views.py`` on 30 runs of the resnet_tiny recipe (5 writer folds x 2 seeds
+        x 3 training variants, 5 reference draws each; k=5 with ink; EER Bengali / CEDAR / Dutch):
+        see the README's table. ``()`` scores by the embedding alone, as before 0.x.
     C : float, default=100.0
         Inverse L2 regularisation of the calibration (``voting="normalized"``). It fits 1 to 3
         weights on hundreds of rows, and the ink differences are small numbers (about 0.1) that
@@ -467,14 +508,17 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         "voting": [StrOptions({"soft", "hard", "normalized"})],
         "threshold": [Interval(Real, 0, 1, closed="both")],
         "compare_ink": ["boolean"],
+        "extra_views": ["array-like"],
         "C": [Interval(Real, 0, None, closed="neither")],
     }
 
-    def __init__(self, estimator, *, voting="soft", threshold=0.5, compare_ink=False, C=100.0):
+    def __init__(self, estimator, *, voting="soft", threshold=0.5, compare_ink=False,
+                 extra_views=("penultimate", "strips"), C=100.0):
         self.estimator = estimator
         self.voting = voting
         self.threshold = threshold
         self.compare_ink = compare_ink
+        self.extra_views = extra_views
         self.C = C
 
     def __sklearn_tags__(self):
@@ -513,6 +557,9 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         self : VotingVerifier
         """
         self._validate_params()
+        unknown = set(self.extra_views) - set(EXTRA_VIEWS)
+        if unknown:
+            raise ValueError(f"extra_views must name views among {EXTRA_VIEWS}, got {sorted(unknown)}")
         X, ink = self._check_rows(X)
         y = np.asarray(y).astype(int)
         pairs = _with_ink(self._as_pairs(X), self._as_pairs(ink))
@@ -556,22 +603,38 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     def _ratio(self, X):
         """:meth:`distance_ratio` of checked rows (n, 1 + k, 1, H, W)."""
+        self._check_ratio_rows(X)
+        return _distance_ratio(self._embedded_rows(X))
+
+    def _check_ratio_rows(self, X):
         if X.shape[1] < 3 or not _embeds(self.estimator_):
             raise ValueError("the distance ratio needs an estimator that embeds and at least 2 references per row")
-        E = self._embedded_rows(X)
-        questioned = np.linalg.norm(E[:, 1:] - E[:, :1], axis=2).mean(axis=1)
-        i, j = np.triu_indices(X.shape[1] - 1, k=1)
-        spread = np.linalg.norm(E[:, 1:][:, i] - E[:, 1:][:, j], axis=2).mean(axis=1)
-        return questioned / np.maximum(spread, 1e-6)
+
+    def _log_ratios(self, X):
+        """(n, 1 + len(extra_views)) log distance ratios of checked rows: the embedding's, then each extra view's."""
+        if not self.extra_views:
+            return np.log(np.maximum(self._ratio(X), 1e-6))[:, None]
+        self._check_ratio_rows(X)
+        if not hasattr(self.estimator_, "embed_views"):
+            raise ValueError("extra_views need an estimator with embed_views (LogisticSiameseRegression); "
+                             "set extra_views=() to score by the embedding alone")
+        n, m = X.shape[:2]
+        views = embed_distinct(self.estimator_.embed_views, X.reshape(n * m, *X.shape[2:]))
+        columns = []
+        for name in ("embedding", *self.extra_views):
+            V = views[name].reshape(n, m, *views[name].shape[1:])
+            parts = [V] if V.ndim == 3 else [V[:, :, i] for i in range(V.shape[2])]  # strips: one ratio each
+            columns.append(np.mean([np.log(np.maximum(_distance_ratio(part), 1e-6)) for part in parts], axis=0))
+        return np.column_stack(columns)
 
     def _scores(self, X):
-        """The calibration's inputs: (n, 1) log distance ratio, or (n, 1 + m) with the ink differences."""
+        """The calibration's inputs: (n, 1 + v) log distance ratios (embedding, extra views), then the ink differences."""
         check_is_fitted(self)
         X, ink = self._check_rows(X)
-        log_ratio = np.log(np.maximum(self._ratio(X), 1e-6))[:, None]
+        log_ratios = self._log_ratios(X)
         if not self.compare_ink:
-            return log_ratio
-        return np.column_stack([log_ratio, ink_difference(_checked_ink(ink, X.shape[:2], True))])
+            return log_ratios
+        return np.column_stack([log_ratios, ink_difference(_checked_ink(ink, X.shape[:2], True))])
 
     def reference_votes(self, per_reference):
         """Each reference's decision (1 genuine) from its probability: the pair estimator's ``predict`` rule.

@@ -244,7 +244,7 @@ def test_normalized_voting_divides_by_the_references_spread(pair_data):
     rows = pre.transform([[q, *data.images[:3]] for q in data.images[3:11]])
     labels = (data.writer[3:11] == data.writer[0]) & data.genuine[3:11]
     labels = np.where(np.arange(8) < 4, 1, 0) if labels.all() or not labels.any() else labels.astype(int)
-    voter = VotingVerifier(FrozenEstimator(clf), voting="normalized").fit(rows, labels)
+    voter = VotingVerifier(FrozenEstimator(clf), voting="normalized", extra_views=()).fit(rows, labels)
     E = clf.embed(rows)
     mean_to_refs = np.linalg.norm(E[:, 1:] - E[:, :1], axis=2).mean(axis=1)
     spread = np.mean([np.linalg.norm(E[:, a] - E[:, b], axis=1) for a, b in [(1, 2), (1, 3), (2, 3)]], axis=0)
@@ -265,6 +265,35 @@ def test_normalized_voting_divides_by_the_references_spread(pair_data):
         VotingVerifier(FrozenEstimator(clf), voting="normalized").fit(rows, np.ones(len(rows)))
 
 
+def test_normalized_voting_adds_a_log_ratio_per_extra_view(pair_data):
+    data, _, X, y = pair_data
+    pre = PreprocessImage(size=SIZE)
+    clf = LogisticSiameseRegression(tiny_net(), random_state=0).fit(pre.transform(X), y)
+    rows = pre.transform([[q, *data.images[:3]] for q in data.images[3:11]])
+    labels = np.where(np.arange(8) < 4, 1, 0)
+    calls = []
+    original = clf.embed_views
+    clf.embed_views = lambda images: calls.append(len(images)) or original(images)
+    voter = VotingVerifier(FrozenEstimator(clf), voting="normalized").fit(rows, labels)
+    assert calls == [3 + 8]  # every distinct image once, all views from one pass
+    assert voter.extra_views == ("penultimate", "strips") and voter.calibrator_.n_features_in_ == 3
+
+    def ratio(E):  # (n, 1 + k, d): mean distance to the references over their mean mutual distance
+        spread = np.mean([np.linalg.norm(E[:, a] - E[:, b], axis=1) for a, b in [(1, 2), (1, 3), (2, 3)]], axis=0)
+        return np.linalg.norm(E[:, 1:] - E[:, :1], axis=2).mean(axis=1) / spread
+
+    views = original(rows.reshape(-1, *rows.shape[2:]))
+    np.testing.assert_allclose(views["embedding"], clf.embed(rows.reshape(-1, *rows.shape[2:])), atol=1e-6)
+    P, S = views["penultimate"].reshape(8, 4, -1), views["strips"].reshape(8, 4, *views["strips"].shape[1:])
+    inputs = np.column_stack([np.log(voter.distance_ratio(rows)), np.log(ratio(P)),
+                              np.mean([np.log(ratio(S[:, :, i])) for i in range(S.shape[2])], axis=0)])
+    np.testing.assert_allclose(voter.predict_proba(rows), voter.calibrator_.predict_proba(inputs), rtol=1e-4)
+    one = VotingVerifier(FrozenEstimator(clf), voting="normalized", extra_views=["penultimate"]).fit(rows, labels)
+    np.testing.assert_allclose(one.predict_proba(rows), one.calibrator_.predict_proba(inputs[:, :2]), rtol=1e-4)
+    with pytest.raises(ValueError, match="extra_views must name"):
+        VotingVerifier(FrozenEstimator(clf), voting="normalized", extra_views=("stage3",)).fit(rows, labels)
+
+
 def test_normalized_voting_can_compare_the_amount_of_ink(pair_data):
     data, _, X, y = pair_data
     pre = PreprocessImage(size=SIZE)
@@ -277,7 +306,7 @@ def test_normalized_voting_can_compare_the_amount_of_ink(pair_data):
     expected = np.abs(np.log(ink[:, 0]) - np.log(ink[:, 1:]).mean(axis=1))
     np.testing.assert_allclose(ink_difference(ink), expected)
     np.testing.assert_allclose(ink_difference(ink[:, :, 0]), expected[:, :1])  # one measure
-    voter = VotingVerifier(FrozenEstimator(clf), voting="normalized", compare_ink=True)
+    voter = VotingVerifier(FrozenEstimator(clf), voting="normalized", compare_ink=True, extra_views=())
     voter.fit({"images": rows, "ink": ink}, labels)
     features = np.column_stack([np.log(voter.distance_ratio(rows)), expected])
     proba = voter.predict_proba({"images": rows, "ink": ink})

@@ -98,6 +98,31 @@ def test_siamese_resnet_whitening_is_the_identity_until_set_and_resets():
         net.set_whitening(torch.eye(3))
 
 
+def test_siamese_resnet_views_come_from_one_pass_each_whitened_by_its_own_map():
+    torch.manual_seed(0)
+    net = SiameseResNet("resnet_tiny", embedding_dim=4).eval()
+    x = torch.rand(5, 1, 40, 60)
+    views = net.views(x)
+    assert views["penultimate"].shape == (5, net.backbone.stage_channels[-2])
+    assert views["strips"].shape == (5, net.n_strips, 4)  # 4 strips even where the last map is 2 columns wide
+    torch.testing.assert_close(views["embedding"], net(x))
+    for name in ("penultimate", "strips"):
+        torch.testing.assert_close(views[name].norm(dim=-1), torch.ones(views[name].shape[:-1]))
+    c = net.backbone.stage_channels[-2]
+    P, S = torch.diag(torch.arange(1.0, c + 1)), torch.diag(torch.tensor([1.0, 2, 3, 4])).repeat(net.n_strips, 1, 1)
+    assert net.set_view_whitening(P, S) is net
+    whitened = net.views(x)
+    torch.testing.assert_close(whitened["embedding"], views["embedding"])  # the embedding keeps its own map
+    torch.testing.assert_close(whitened["penultimate"], F.normalize(views["penultimate"] @ P, dim=1))
+    torch.testing.assert_close(whitened["strips"], F.normalize(views["strips"] @ S[0], dim=2))
+    old = {k: v for k, v in net.state_dict().items() if "_whitening" not in k}  # saved before the views
+    fresh = SiameseResNet("resnet_tiny", embedding_dim=4).eval().set_view_whitening(P, S)
+    fresh.load_state_dict(old)
+    torch.testing.assert_close(fresh.views(x)["penultimate"], views["penultimate"])
+    with pytest.raises(ValueError, match="view whitening must be of shape"):
+        net.set_view_whitening(torch.eye(3))
+
+
 def test_gradients_flow_through_attention():
     net = SiameseResNet("resnet_tiny", embedding_dim=8, attention_stages=(2, 4))
     net(torch.rand(4, 1, 40, 60)).pow(2).sum().backward()

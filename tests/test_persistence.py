@@ -81,13 +81,17 @@ def test_the_whitening_round_trips_and_files_without_one_load_unwhitened(fitted,
         whitened = model.predict_proba(X)
         path = save(model, tmp_path / "whitened.safetensors")
     finally:
-        model[-1].embedder_.module_.set_whitening(None)  # the shared fixture stays as it was
+        model[-1].embedder_.module_.set_whitening(None).set_view_whitening(None, None)  # the fixture stays as it was
     assert not np.allclose(whitened, raw)
     loaded = load(path, device="cpu")
-    assert not torch.equal(loaded[-1].embedder_.module_.whitening, torch.eye(16))
+    module = loaded[-1].embedder_.module_
+    assert not torch.equal(module.whitening, torch.eye(16))
+    assert not torch.equal(module.penultimate_whitening, torch.eye(len(module.penultimate_whitening)))
+    assert not torch.equal(module.strip_whitening[0], torch.eye(16))
     np.testing.assert_allclose(loaded.predict_proba(X), whitened, rtol=1e-5, atol=1e-6)
     tensors = load_file(str(path))
-    del tensors["embedder.whitening"]  # as files written before whitening existed
+    for name in ("whitening", "penultimate_whitening", "strip_whitening"):
+        del tensors[f"embedder.{name}"]  # as files written before whitening existed
     save_file(tensors, tmp_path / "old.safetensors", metadata={"sigest": json.dumps(read_metadata(path))})
     old = load(tmp_path / "old.safetensors", device="cpu")
     np.testing.assert_allclose(old.predict_proba(X), raw, rtol=1e-5, atol=1e-6)
@@ -116,9 +120,35 @@ def test_the_distance_ratio_voter_round_trips(fitted, small_signatures, tmp_path
         assert twin.voting == "normalized" and twin.n_references_ == 3 and twin.threshold == voter.threshold
         assert twin.get_params()["C"] == voter.C == VotingVerifier(None).C
         assert twin.compare_ink == voter.compare_ink == loaded[0].measure_ink == (with_ink is not None)
+        assert twin.extra_views == voter.extra_views == ("penultimate", "strips")
         X = images[at] if with_ink is None else {"images": images[at], "ink": ink[at]}
         np.testing.assert_allclose(twin.predict_proba(X), voter.predict_proba(X), rtol=1e-5, atol=1e-6)
     assert "reference_voter" not in read_metadata(save(model, tmp_path / "plain.safetensors"))
+
+
+def test_format_1_files_load_and_their_voter_scores_by_the_embedding_alone(fitted, small_signatures, tmp_path):
+    from safetensors.numpy import load_file
+    from sklearn.frozen import FrozenEstimator
+
+    model, _ = fitted
+    images = model[0].transform(list(small_signatures.table["image"]))
+    rows = images[np.array([[3, 0, 1, 2], [9, 0, 1, 2], [4, 5, 6, 7], [8, 5, 6, 7]])]
+    model.reference_voter_ = VotingVerifier(FrozenEstimator(model[-1]), voting="normalized",
+                                            extra_views=()).fit(rows, [1, 0, 1, 0])
+    try:
+        path = save(model, tmp_path / "new.safetensors")
+    finally:
+        voter = model.__dict__.pop("reference_voter_")  # the shared fixture stays as it was
+    document = read_metadata(path)
+    assert document["format_version"] == FORMAT_VERSION == 2
+    document["format_version"] = 1  # as sigest wrote it before the views: no view whitening, no extra views
+    del document["reference_voter"]["extra_views"]
+    tensors = {k: v for k, v in load_file(str(path)).items() if not k.endswith(("penultimate_whitening",
+                                                                                "strip_whitening"))}
+    save_file(tensors, tmp_path / "v1.safetensors", metadata={"sigest": json.dumps(document)})
+    old = load(tmp_path / "v1.safetensors", device="cpu")
+    assert old.reference_voter_.extra_views == ()
+    np.testing.assert_allclose(old.reference_voter_.predict_proba(rows), voter.predict_proba(rows), rtol=1e-5)
 
 
 def test_a_planted_pickle_does_not_run(fitted, tmp_path):

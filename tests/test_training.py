@@ -99,6 +99,17 @@ def test_fit_whitening_whitens_every_later_embedding_and_fine_tuning_starts_unwh
     np.testing.assert_allclose(net.transform(images), expected, rtol=1e-4, atol=1e-5)
     fit_whitening(net, images[genuine], writers[genuine], shrinkage=0.3)  # refitting starts from the raw embedding
     np.testing.assert_allclose(net.transform(images), expected, rtol=1e-4, atol=1e-5)
+    net.module_.set_view_whitening(None, None)
+    raw_views = net.transform_views(images)
+    fit_whitening(net, images[genuine], writers[genuine], shrinkage=0.3)
+    views = net.transform_views(images)
+    P = within_writer_whitening(torch.as_tensor(raw_views["penultimate"][genuine]), codes, shrinkage=0.3)
+    np.testing.assert_allclose(views["penultimate"], torch.nn.functional.normalize(
+        torch.as_tensor(raw_views["penultimate"]) @ P, dim=1), rtol=1e-4, atol=1e-5)
+    S = within_writer_whitening(torch.as_tensor(raw_views["strips"][genuine, 2]), codes, shrinkage=0.3)
+    np.testing.assert_allclose(views["strips"][:, 2], torch.nn.functional.normalize(
+        torch.as_tensor(raw_views["strips"][:, 2]) @ S, dim=1), rtol=1e-4, atol=1e-5)  # each strip its own map
+    np.testing.assert_allclose(views["embedding"], expected, rtol=1e-4, atol=1e-5)
     import pandas as pd
 
     table = pd.DataFrame({"writer": writers, "genuine": genuine, "image": list(images)})
