@@ -195,6 +195,9 @@ def test_the_shipped_verifier_loads_and_scores_path_pairs(small_signatures, tmp_
     from sigest.pretrained import PretrainedVerifier as card
     assert card.SIGEST_BASE.value.meta["input_size"] == tuple(model[0].size)
     assert abs(card.SIGEST_BASE.value.meta["threshold"] - model[-1].threshold) < 1e-3
+    voter = model.reference_voter_
+    assert voter.extra_views == ("penultimate", "strips") and voter.calibrator_.n_features_in_ == 5
+    assert f"threshold {voter.threshold:.3f}" in card.SIGEST_BASE.value.meta["reference_voter"]
     assert len(meta["info"]["valid_writers"]) > 10 and not set(meta["info"]["valid_writers"]) & set(
         meta["info"]["train_writers"])
     images = list(small_signatures.images[:3])
