@@ -472,7 +472,7 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         averaged into one). They come from the same forward pass and need no training. Measured
         with ``benchmarks/views.py`` on 30 runs of the resnet_tiny recipe (5 writer folds x 2 seeds
         x 3 training variants, 5 reference draws each; k=5 with ink; EER Bengali / CEDAR / Dutch):
-        see the README's table. ``()`` scores by the embedding alone, as before 0.x.
+        see the README's table. ``()`` scores by the embedding alone, as model files of format 1 do.
     C : float, default=100.0
         Inverse L2 regularisation of the calibration (``voting="normalized"``). It fits 1 to 3
         weights on hundreds of rows, and the ink differences are small numbers (about 0.1) that
