@@ -5,7 +5,12 @@ images (read from disk, preprocessed, embedded, scored against the five referenc
 verified in one call. Prints questioned signatures per second (median of ``--repeats`` runs), with
 the preprocessing's share of the time, and the model file's size.
 
+``--voting normalized`` scores with the model's distance-ratio voter instead (``model.reference_voter_``,
+its extra views included), through its public ``predict_proba`` on rows (questioned, 5 references):
+the references are preprocessed once and, within the call, embedded once.
+
 Usage: python benchmarks/verify_speed.py [DATA_FOLDER] [--model sigest-base] [--n 200] [--jobs 2] [--repeats 7]
+       [--voting soft|normalized]
 """
 
 import argparse
@@ -30,6 +35,7 @@ def main():
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--jobs", type=int, default=2, help="preprocessing threads (joblib; -1: all cores)")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs; the median is printed")
+    parser.add_argument("--voting", choices=["soft", "normalized"], default="soft")
     args = parser.parse_args()
     model = sigest.pretrained(args.model) if args.model in sigest.list_pretrained() else sigest.load(args.model)
     preprocess, verifier = model[0].set_params(n_jobs=args.jobs), model[-1]
@@ -43,6 +49,12 @@ def main():
         started = time.perf_counter()
         images, ink = preprocess.transform_with_ink(questioned)
         middle = time.perf_counter()
+        if args.voting == "normalized":
+            rows = np.concatenate([images[:, None], np.broadcast_to(reference_images, (len(images), 5,
+                                                                                       *images.shape[1:]))], axis=1)
+            ink_rows = np.concatenate([ink[:, None], np.broadcast_to(reference_ink, (len(ink), 5, ink.shape[1]))], 1)
+            scores = model.reference_voter_.predict_proba({"images": rows, "ink": ink_rows})[:, 1]
+            return middle - started, time.perf_counter() - started, scores
         q = verifier.embed(images)
         pairs = np.stack([np.broadcast_to(reference_embeddings, (len(q), 5, q.shape[1])),
                           np.repeat(q[:, None], 5, axis=1)], axis=2).reshape(-1, 2, q.shape[1])
@@ -56,7 +68,8 @@ def main():
     pre_s, total_s = np.median([r[0] for r in runs]), np.median([r[1] for r in runs])
     size = (weights_path(args.model) if args.model in sigest.list_pretrained() else Path(args.model)).stat().st_size
     print(f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, preprocessing jobs {args.jobs}, "
-          f"input {preprocess.size[0]}x{preprocess.size[1]}, {args.n} questioned vs 5 cached references")
+          f"input {preprocess.size[0]}x{preprocess.size[1]}, {args.n} questioned vs 5 cached references, "
+          f"{args.voting} voting")
     print(f"{args.n / total_s:.1f} questioned/s end to end (median of {args.repeats}); preprocessing {100 * pre_s / total_s:.0f} % "
           f"of the time ({args.n / pre_s:.1f} images/s alone); model file {size / 1e6:.2f} MB")
 
