@@ -274,8 +274,13 @@ def test_normalized_voting_adds_a_log_ratio_per_extra_view(pair_data):
     calls = []
     original = clf.embed_views
     clf.embed_views = lambda images: calls.append(len(images)) or original(images)
-    voter = VotingVerifier(FrozenEstimator(clf), voting="normalized").fit(rows, labels)
+    copied = []
+    as_pairs = VotingVerifier._as_pairs
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(VotingVerifier, "_as_pairs", staticmethod(lambda X: copied.append(X) or as_pairs(X)))
+        voter = VotingVerifier(FrozenEstimator(clf), voting="normalized").fit(rows, labels)
     assert calls == [3 + 8]  # every distinct image once, all views from one pass
+    assert copied == [] and voter.estimator_ is voter.estimator  # a frozen estimator: no pair is copied to fit it
     assert voter.extra_views == ("penultimate", "strips") and voter.calibrator_.n_features_in_ == 3
 
     def ratio(E):  # (n, 1 + k, d): mean distance to the references over their mean mutual distance
