@@ -614,17 +614,17 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def _check_ratio_rows(self, X):
         if X.shape[1] < 3 or not _embeds(self.estimator_):
             raise ValueError("the distance ratio needs an estimator that embeds and at least 2 references per row")
+        if self.extra_views and not hasattr(self.estimator_, "embed_views"):
+            raise ValueError("extra_views need an estimator with embed_views (LogisticSiameseRegression); "
+                             "set extra_views=() to score by the embedding alone")
 
     def _log_ratios(self, X):
         """(n, 1 + len(extra_views)) log distance ratios of checked rows: the embedding's, then each extra view's."""
-        if not self.extra_views:
-            return np.log(np.maximum(self._ratio(X), 1e-6))[:, None]
         self._check_ratio_rows(X)
-        if not hasattr(self.estimator_, "embed_views"):
-            raise ValueError("extra_views need an estimator with embed_views (LogisticSiameseRegression); "
-                             "set extra_views=() to score by the embedding alone")
         n, m = X.shape[:2]
-        views = embed_distinct(self.estimator_.embed_views, X.reshape(n * m, *X.shape[2:]))
+        images = X.reshape(n * m, *X.shape[2:])
+        views = (embed_distinct(self.estimator_.embed_views, images) if self.extra_views
+                 else {"embedding": embed_distinct(self.estimator_.embed, images)})
         columns = []
         for name in ("embedding", *self.extra_views):
             V = views[name].reshape(n, m, *views[name].shape[1:])

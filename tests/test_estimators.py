@@ -265,12 +265,19 @@ def test_normalized_voting_divides_by_the_references_spread(pair_data):
         VotingVerifier(FrozenEstimator(clf), voting="normalized").fit(rows, np.ones(len(rows)))
 
 
-def test_normalized_voting_adds_a_log_ratio_per_extra_view(pair_data):
+@pytest.fixture
+def voter_rows(pair_data):
+    """(fitted pair classifier, 8 rows (questioned, 3 references) of preprocessed images, labels 4 x 1 then 4 x 0)."""
     data, _, X, y = pair_data
     pre = PreprocessImage(size=SIZE)
     clf = LogisticSiameseRegression(tiny_net(), random_state=0).fit(pre.transform(X), y)
     rows = pre.transform([[q, *data.images[:3]] for q in data.images[3:11]])
     labels = np.where(np.arange(8) < 4, 1, 0)
+    return clf, rows, labels
+
+
+def test_normalized_voting_adds_a_log_ratio_per_extra_view(voter_rows):
+    clf, rows, labels = voter_rows
     calls = []
     original = clf.embed_views
     clf.embed_views = lambda images: calls.append(len(images)) or original(images)
@@ -299,12 +306,8 @@ def test_normalized_voting_adds_a_log_ratio_per_extra_view(pair_data):
         VotingVerifier(FrozenEstimator(clf), voting="normalized", extra_views=("stage3",)).fit(rows, labels)
 
 
-def test_normalized_voting_can_compare_the_amount_of_ink(pair_data):
-    data, _, X, y = pair_data
-    pre = PreprocessImage(size=SIZE)
-    clf = LogisticSiameseRegression(tiny_net(), random_state=0).fit(pre.transform(X), y)
-    rows = pre.transform([[q, *data.images[:3]] for q in data.images[3:11]])
-    labels = np.where(np.arange(8) < 4, 1, 0)
+def test_normalized_voting_can_compare_the_amount_of_ink(voter_rows):
+    clf, rows, labels = voter_rows
     ink = np.full((8, 4, 2), 1000.0)  # ink pixels and stroke width of each image
     ink[:, 1:, 0] *= [0.9, 1.0, 1.1]
     ink[4:, 0, 0] *= [3.0, 0.3, 2.5, 0.4]  # the forgeries hold far more or far less ink than the references
