@@ -9,10 +9,9 @@ more views of every image are read off the same forward pass, with no training:
 - ``strips``: the last feature map average-pooled over 4 vertical strips (left to right), each
   through the embedding's own projection and normalised: 4 local embeddings per image.
 
-Both are :meth:`sigest.nn.SiameseResNet.views` (the library's own code, read here unwhitened).
-
-Every view is whitened as the library whitens the embedding (:func:`sigest.nn.within_writer_whitening`,
-shrinkage 0.1, fitted on the training writers' genuine signatures; one matrix per strip).
+Both are :meth:`sigest.nn.SiameseResNet.views`, whitened as the library whitens them
+(:func:`sigest.training.fit_whitening`, shrinkage 0.1, fitted on the training writers' genuine
+signatures; one matrix per strip).
 
 For k=5 references, each view gives a distance ratio (scoring.py's ``ratio``; the strips' log
 ratios are averaged into one input); a logistic regression fitted on the validation writers'
@@ -30,12 +29,13 @@ import argparse
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 
 from sigest.cache import cache_images, load_cache
 from sigest.metrics import equal_error_rate, within_writer_pairs
-from sigest.nn import SiameseResNet, within_writer_whitening
+from sigest.embedder import SiameseEmbedder
+from sigest.nn import SiameseResNet
+from sigest.training import fit_whitening
 from sigest.verification import VotingVerifier, ink_difference
 
 from scoring import accuracy, score_role  # benchmarks/scoring.py, beside this script
@@ -49,25 +49,15 @@ FEATURE_SETS = {
 STRIPS = SiameseResNet.n_strips
 
 
-def network_views(module, images, batch=256):
-    """Unwhitened unit-norm views of each image: {"global": (N, d), "stage3": (N, C3), "strip0".."strip3": (N, d)}."""
-    module.set_whitening(None).set_view_whitening(None, None)
-    out = {}
-    with torch.no_grad():
-        for start in range(0, len(images), batch):
-            views = module.views(torch.from_numpy(images[start:start + batch]))
-            out.setdefault("global", []).append(views["embedding"])
-            out.setdefault("stage3", []).append(views["penultimate"])
-            for i in range(STRIPS):
-                out.setdefault(f"strip{i}", []).append(views["strips"][:, i])
-    return {name: torch.cat(parts) for name, parts in out.items()}
-
-
-def whitened(views, own, writers):
-    """Each view whitened by the within-writer spread of the rows ``own`` (bool mask) and re-normalised."""
-    codes = torch.as_tensor(pd.factorize(writers[own])[0])
-    return {name: F.normalize(V @ within_writer_whitening(V[own], codes, 0.1), dim=1).numpy()
-            for name, V in views.items()}
+def whitened_views(settings, weights, images, own, writers):
+    """Every view of every image, whitened as the library whitens them (:func:`sigest.training.fit_whitening`,
+    shrinkage 0.1, on the rows ``own``): {"global": (N, d), "stage3": (N, C3), "strip0".."strip3": (N, d)}."""
+    net = SiameseEmbedder(module__backbone=settings["backbone"], module__embedding_dim=settings["dim"],
+                          module__attention_stages=tuple(settings["attention"]), device="cpu").initialize()
+    net.module_.load_state_dict(weights)
+    views = fit_whitening(net, images[own], writers[own], shrinkage=0.1).transform_views(images)
+    return {"global": views["embedding"], "stage3": views["penultimate"],
+            **{f"strip{i}": views["strips"][:, i] for i in range(STRIPS)}}
 
 
 def view_columns(name, score):
@@ -169,10 +159,7 @@ def main():
         role, settings, weights, chosen = load_run(path, table)
         base = {"writer": table["writer"].to_numpy().astype(str), "genuine": table["genuine"].to_numpy(),
                 "dataset": table["dataset"].to_numpy().astype(str), "role": role, "ink": cache.ink}
-        module = SiameseResNet(backbone=settings["backbone"], embedding_dim=settings["dim"],
-                               attention_stages=tuple(settings["attention"])).eval()
-        module.load_state_dict(weights)
-        E = whitened(network_views(module, images), (base["role"] == "train") & base["genuine"], base["writer"])
+        E = whitened_views(settings, weights, images, (base["role"] == "train") & base["genuine"], base["writer"])
         for draw in range(args.draws):
             rows += [{"file": path, **r} for r in k_reference_results(E, base, args.k, draw)]
         rows += [{"file": path, **r} for r in pair_results(E, base)]
