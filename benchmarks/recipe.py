@@ -186,12 +186,11 @@ def run(cache, args, fold, seed):
     images = resize(cache_images(cache), tuple(args.size))
     callbacks = [WeightAverage(args.ema)] if args.ema else []
     callbacks.append(GradientNorm())
-    callbacks += [
-        WriterEER(images[valid["row"].to_numpy()], valid["writer"].to_numpy(), valid["genuine"].to_numpy()),
-        EarlyStopping(monitor="valid_eer", patience=args.patience, load_best=True, sink=lambda *a: None),
-    ]
-    if args.save_checkpoints:
-        callbacks.insert(len(callbacks) - 1, EpochWeights())
+    callbacks.append(WriterEER(images[valid["row"].to_numpy()], valid["writer"].to_numpy(),
+                               valid["genuine"].to_numpy()))
+    if args.save_checkpoints:  # before early stopping, which ends training at the end of its epoch
+        callbacks.append(EpochWeights())
+    callbacks.append(EarlyStopping(monitor="valid_eer", patience=args.patience, load_best=True, sink=lambda *a: None))
     if args.warmup:
         if args.cosine:
             raise SystemExit("--warmup and --cosine are not combined")
