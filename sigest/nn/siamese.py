@@ -9,6 +9,15 @@ from .registry import get_attention, get_backbone
 __all__ = ["SiameseResNet"]
 
 
+def _whitened(x, whitening):
+    """``normalize(normalize(x) @ whitening)`` over the last dimension.
+
+    x (..., d) with whitening (d, d), or x (N, S, d) with one map per position S, whitening (S, d, d).
+    """
+    x = F.normalize(x, dim=-1).unsqueeze(-2) @ whitening
+    return F.normalize(x.squeeze(-2), dim=-1)
+
+
 class SiameseResNet(nn.Module):
     """ResNet backbone with spatial attention after chosen stages and an L2-normalised embedding.
 
@@ -87,7 +96,7 @@ class SiameseResNet(nn.Module):
 
     def _embedding(self, pooled):
         """Pooled last map (N, C) -> the whitened unit-norm embedding (N, embedding_dim)."""
-        return F.normalize(F.normalize(self.projection(pooled), dim=1) @ self.whitening, dim=1)
+        return _whitened(self.projection(pooled), self.whitening)
 
     def views(self, x):
         """Three views of each image from one forward pass (inference: no dropout).
@@ -108,11 +117,10 @@ class SiameseResNet(nn.Module):
         """
         penultimate, last = self._feature_maps(x)
         strips = F.adaptive_avg_pool2d(last, (1, self.n_strips)).flatten(2).transpose(1, 2)  # (N, n_strips, C)
-        strips = torch.einsum("nsd,sde->nse", F.normalize(self.projection(strips), dim=2), self.strip_whitening)
         return {
             "embedding": self._embedding(last.mean((2, 3))),
-            "penultimate": F.normalize(F.normalize(penultimate.mean((2, 3)), dim=1) @ self.penultimate_whitening, dim=1),
-            "strips": F.normalize(strips, dim=2),
+            "penultimate": _whitened(penultimate.mean((2, 3)), self.penultimate_whitening),
+            "strips": _whitened(self.projection(strips), self.strip_whitening),
         }
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
