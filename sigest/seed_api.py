@@ -78,11 +78,8 @@ def perform_voting(model, questioned, references, *, voting="soft"):
         if voter is None:
             raise ValueError("voting='normalized' needs a model with a calibrated distance-ratio voter "
                              "(model.reference_voter_), as train_verifier and 'sigest train' make")
-        probability = float(voter.predict_proba(X)[0, 1])
-        return int(probability >= voter.threshold), probability, voter.reference_probabilities(X)[0]
-    # soft: the mean probability against the pair threshold; hard: a majority of the references' own decisions
-    threshold = getattr(verifier, "threshold", 0.5) if voting == "soft" else 0.5
-    voter = VotingVerifier(FrozenEstimator(verifier), voting=voting, threshold=threshold).fit(X, [1])
-    per_reference = voter.reference_probabilities(X)
-    probability = float(voter.combine(per_reference)[0])
-    return int(probability >= threshold), probability, per_reference[0]
+    else:  # soft: the mean probability against the pair threshold; hard: a majority of the references' own decisions
+        threshold = getattr(verifier, "threshold", 0.5) if voting == "soft" else 0.5
+        voter = VotingVerifier(FrozenEstimator(verifier), voting=voting, threshold=threshold).fit(X, [1])
+    probability, per_reference = voter.verify(X)
+    return int(probability[0] >= voter.threshold), float(probability[0]), per_reference[0]

@@ -574,7 +574,7 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if self.voting == "normalized":
             if set(np.unique(y)) != {0, 1}:
                 raise ValueError("voting='normalized' calibrates on rows of both labels, 0 (forgery) and 1 (genuine)")
-            self.calibrator_ = LogisticRegression(C=self.C).fit(self._scores(_with_ink(X, ink)), y)
+            self.calibrator_ = LogisticRegression(C=self.C).fit(self._scores(X, ink)[0], y)
         return self
 
     def reference_probabilities(self, X):
@@ -583,13 +583,19 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         X, ink = self._check_rows(X)
         _check_image_shape(self.estimator_, X.shape[2:])
         n, m = X.shape[:2]
-        estimator = self.estimator_
-        pair_ink = self._as_pairs(ink)
-        if not _embeds(estimator):
-            return estimator.predict_proba(_with_ink(self._as_pairs(X), pair_ink))[:, 1].reshape(n, m - 1)
-        E = self._embedded_rows(X)
+        if not _embeds(self.estimator_):
+            pairs = _with_ink(self._as_pairs(X), self._as_pairs(ink))
+            return self.estimator_.predict_proba(pairs)[:, 1].reshape(n, m - 1)
+        return self._pair_probabilities(self._embedded_rows(X), ink)
+
+    def _pair_probabilities(self, E, ink):
+        """The pair estimator's genuine probability of each (reference, questioned) pair of embedded rows.
+
+        E (n, 1 + k, d) embeddings, ink (n, 1 + k, m) or None -> (n, k).
+        """
+        n, m = E.shape[:2]
         pairs = np.stack([E[:, 1:], np.repeat(E[:, :1], m - 1, axis=1)], axis=2).reshape(n * (m - 1), 2, -1)
-        return _proba_from_embeddings(estimator, pairs, pair_ink).reshape(n, m - 1)
+        return _proba_from_embeddings(self.estimator_, pairs, self._as_pairs(ink)).reshape(n, m - 1)
 
     def _embedded_rows(self, X):
         """Embeddings of the rows, (n, 1 + k, d), each distinct image embedded once."""
@@ -618,28 +624,33 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             raise ValueError("extra_views need an estimator with embed_views (LogisticSiameseRegression); "
                              "set extra_views=() to score by the embedding alone")
 
-    def _log_ratios(self, X):
-        """(n, 1 + len(extra_views)) log distance ratios of checked rows: the embedding's, then each extra view's."""
+    def _row_views(self, X):
+        """The views of checked rows (n, 1 + k, 1, H, W), each distinct image embedded once: {"embedding":
+        (n, 1 + k, d), then each of ``extra_views``: (n, 1 + k, ...)}."""
         self._check_ratio_rows(X)
         n, m = X.shape[:2]
         images = X.reshape(n * m, *X.shape[2:])
         views = (embed_distinct(self.estimator_.embed_views, images) if self.extra_views
                  else {"embedding": embed_distinct(self.estimator_.embed, images)})
+        return {name: views[name].reshape(n, m, *views[name].shape[1:]) for name in ("embedding", *self.extra_views)}
+
+    @staticmethod
+    def _log_ratios(views):
+        """(n, number of views) log distance ratios of :meth:`_row_views`' views, in their order."""
         columns = []
-        for name in ("embedding", *self.extra_views):
-            V = views[name].reshape(n, m, *views[name].shape[1:])
+        for V in views.values():
             parts = [V] if V.ndim == 3 else [V[:, :, i] for i in range(V.shape[2])]  # strips: one ratio each
             columns.append(np.mean([np.log(np.maximum(_distance_ratio(part), 1e-6)) for part in parts], axis=0))
         return np.column_stack(columns)
 
-    def _scores(self, X):
-        """The calibration's inputs: (n, 1 + v) log distance ratios (embedding, extra views), then the ink differences."""
-        check_is_fitted(self)
-        X, ink = self._check_rows(X)
-        log_ratios = self._log_ratios(X)
+    def _scores(self, X, ink):
+        """The calibration's inputs of checked rows and ink: (n, 1 + v) log distance ratios (embedding, extra
+        views), then the ink differences; and the views (:meth:`_row_views`) they came from."""
+        views = self._row_views(X)
+        log_ratios = self._log_ratios(views)
         if not self.compare_ink:
-            return log_ratios
-        return np.column_stack([log_ratios, ink_difference(_checked_ink(ink, X.shape[:2], True))])
+            return log_ratios, views
+        return np.column_stack([log_ratios, ink_difference(_checked_ink(ink, X.shape[:2], True))]), views
 
     def reference_votes(self, per_reference):
         """Each reference's decision (1 genuine) from its probability: the pair estimator's ``predict`` rule.
@@ -663,12 +674,41 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             return self.reference_votes(per_reference).mean(axis=1)
         return per_reference.mean(axis=1)
 
+    def _calibrated(self, X):
+        """``voting="normalized"``: (calibrated genuine probability (n,), the rows' views, their ink or None)."""
+        check_is_fitted(self)
+        X, ink = self._check_rows(X)
+        _check_image_shape(self.estimator_, X.shape[2:])
+        scores, views = self._scores(X, ink)
+        return self.calibrator_.predict_proba(scores)[:, 1], views, ink
+
     def predict_proba(self, X):
         """Combined probabilities of shape (n, 2): column 1 genuine (mean probability, vote share or calibrated)."""
-        if self.voting == "normalized":
-            return self.calibrator_.predict_proba(self._scores(X))
-        score = self.combine(self.reference_probabilities(X))
+        score = self._calibrated(X)[0] if self.voting == "normalized" else self.combine(self.reference_probabilities(X))
         return np.column_stack([1 - score, score])
+
+    def verify(self, X):
+        """The combined genuine probability and each reference's own, from one embedding of each distinct image.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, 1 + k, 1, H, W), or dict
+            Rows (questioned, ref_1, ..., ref_k), as in :meth:`fit`.
+
+        Returns
+        -------
+        probability : ndarray of shape (n,)
+            Column 1 of :meth:`predict_proba`: the mean probability (soft), the share of genuine
+            votes (hard) or the calibrated probability (normalized).
+        per_reference : ndarray of shape (n, k)
+            :meth:`reference_probabilities`: the evidence. With ``voting="normalized"`` it comes
+            from the same embeddings as the calibrated probability, not from a second pass.
+        """
+        if self.voting != "normalized":
+            per_reference = self.reference_probabilities(X)
+            return self.combine(per_reference), per_reference
+        probability, views, ink = self._calibrated(X)
+        return probability, self._pair_probabilities(views["embedding"], ink)
 
     def predict(self, X):
         """1 (genuine) or 0 (forgery) per row: (n,)."""

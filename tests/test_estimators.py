@@ -306,6 +306,26 @@ def test_normalized_voting_adds_a_log_ratio_per_extra_view(voter_rows):
         VotingVerifier(FrozenEstimator(clf), voting="normalized", extra_views=("stage3",)).fit(rows, labels)
 
 
+def test_verify_gives_the_probability_and_the_evidence_from_one_embedding(voter_rows):
+    clf, rows, labels = voter_rows
+    ink = np.full((8, 4, 2), 1000.0)
+    ink[4:, 0, 0] *= [3.0, 0.3, 2.5, 0.4]
+    X = {"images": rows, "ink": ink}
+    for voting in ("soft", "hard", "normalized"):
+        voter = VotingVerifier(FrozenEstimator(clf), voting=voting, compare_ink=True).fit(X, labels)
+        expected = voter.predict_proba(X)[:, 1], voter.reference_probabilities(X)
+        calls = []
+        with pytest.MonkeyPatch.context() as patch:
+            for method in ("embed", "embed_views"):
+                original = getattr(clf, method)
+                patch.setattr(clf, method, lambda images, original=original: calls.append(len(images)) or original(images))
+            probability, per_reference = voter.verify(X)
+        assert calls == [3 + 8]  # each distinct image embedded once, for both outputs
+        np.testing.assert_allclose(probability, expected[0], rtol=1e-6)
+        np.testing.assert_allclose(per_reference, expected[1], rtol=1e-5)
+        assert per_reference.shape == (8, 3)
+
+
 def test_normalized_voting_can_compare_the_amount_of_ink(voter_rows):
     clf, rows, labels = voter_rows
     ink = np.full((8, 4, 2), 1000.0)  # ink pixels and stroke width of each image
