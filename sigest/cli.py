@@ -133,26 +133,58 @@ def cmd_train(args):
     return 0
 
 
+def _model_and_data(sources):
+    """``[MODEL] DATA [DATA ...]`` -> (model spec, data folders); the model defaults to sigest-base."""
+    from .pretrained import list_pretrained
+
+    sources = list(sources)
+    named = sources[0] in list_pretrained() or Path(sources[0]).is_file()
+    return (sources.pop(0) if named and len(sources) > 1 else "sigest-base"), sources
+
+
+def _load_fast_model(spec):
+    """:func:`_load_model`, its preprocessing on every core (threads decode and clean images)."""
+    model = _load_model(spec)
+    if "n_jobs" in model[0].get_params():
+        model[0].set_params(n_jobs=-1)
+    return model
+
+
 def cmd_evaluate(args):
     from .datasets import load_signatures
     from .evaluation import evaluate, format_report
 
-    from .pretrained import list_pretrained
-
-    sources = list(args.sources)
-    first = Path(sources[0])
-    named = sources[0] in list_pretrained() or first.is_file()
-    model_spec = sources.pop(0) if named and len(sources) > 1 else "sigest-base"
+    model_spec, sources = _model_and_data(args.sources)
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise CommandError(f"--out {args.out} is a file; give a folder for the report")
-    model = _load_model(model_spec)
-    if "n_jobs" in model[0].get_params():
-        model[0].set_params(n_jobs=-1)  # every core decodes and cleans images (threads)
+    model = _load_fast_model(model_spec)
     table = load_signatures(sources[0] if len(sources) == 1 else sources)
     report = evaluate(model, table, writers=args.writers, out_dir=args.out, ks=args.k)
     print(format_report(report))
     if args.out:
         print(f"report written to {args.out}")
+    return 0
+
+
+def cmd_calibrate(args):
+    from .datasets import load_signatures, split_writers
+    from .training import calibrate
+
+    check_output_file(args.out)
+    model_spec, sources = _model_and_data(args.sources)
+    model = _load_fast_model(model_spec)
+    table = load_signatures(sources[0] if len(sources) == 1 else sources)
+    if args.writers:
+        _, table = split_writers(table, test_writers=args.writers)  # refuses writers not in the data
+    calibrated = calibrate(model, table, k=args.k)
+    info = {**getattr(model, "sigest_info_", {}).get("info", {}),
+            "calibrated_on": {"model": model_spec, "writers": sorted(table["writer"].unique()), "data": sources}}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    _save_model(calibrated, args.out, info=info)
+    voter, old_voter = calibrated.reference_voter_, getattr(model, "reference_voter_", None)
+    print(f"calibrated on {table['writer'].nunique()} writers: pair threshold {model[-1].threshold:.3f} -> "
+          f"{calibrated[-1].threshold:.3f}; voter threshold "
+          f"{'none' if old_voter is None else f'{old_voter.threshold:.3f}'} -> {voter.threshold:.3f}; saved {args.out}")
     return 0
 
 
@@ -294,6 +326,18 @@ def build_parser():
     ev.add_argument("--out", help="report folder (CSV and PNG files)")
     ev.add_argument("--k", type=int, nargs="+", default=[1, 3, 5, 10], help="reference counts for voting")
     ev.set_defaults(func=cmd_evaluate)
+
+    calibrate = sub.add_parser(
+        "calibrate", usage="sigest calibrate [MODEL] DATA [DATA ...] --out FILE [options]",
+        help="re-choose a model's thresholds on writers of your own (scanner, script, population)")
+    calibrate.add_argument("sources", nargs="+", metavar="[MODEL] DATA",
+                           help="an optional model (default sigest-base), then signature folder(s) of writers it "
+                                "never trained on, with their skilled forgeries")
+    calibrate.add_argument("--out", required=True, help="calibrated model file to write (.safetensors)")
+    calibrate.add_argument("--writers", nargs="+", help="calibrate on these writers only (default: all)")
+    calibrate.add_argument("--k", type=int, default=5, help="references per row of the voter's calibration "
+                                                           "(default %(default)s)")
+    calibrate.set_defaults(func=cmd_calibrate)
 
     verify = sub.add_parser("verify", help="verify a questioned signature against genuine references")
     verify.add_argument("model", nargs="?", default="sigest-base",

@@ -161,3 +161,22 @@ def test_evaluate_takes_an_optional_model_and_refuses_a_file_as_report_folder(tr
     assert status == 2 and "is a file" in capsys.readouterr().err and report_file.read_text() == "keep me"
     assert main(["evaluate", str(root / "data"), "--writers", "w005", "w006", "--k", "1"]) == 0
     assert "EER (global threshold)" in capsys.readouterr().out  # scored by the shipped sigest-base
+
+
+def test_calibrate_writes_a_model_with_thresholds_from_the_given_writers(trained, tmp_path, capsys):
+    from sigest.training import calibrate
+
+    root, model_path = trained
+    out = tmp_path / "calibrated.safetensors"
+    status = main(["calibrate", str(model_path), str(root / "data"), "--writers", "w005", "w006", "--out", str(out),
+                   "--k", "3"])
+    assert status == 0 and "calibrated on 2 writers" in capsys.readouterr().out
+    original, calibrated = sigest.load(model_path), sigest.load(out)
+    table = load_signatures(root / "data")
+    expected = calibrate(original, table[table["writer"].isin(["w005", "w006"])], k=3)
+    assert calibrated[-1].threshold == pytest.approx(expected[-1].threshold, rel=1e-5)
+    assert calibrated.reference_voter_.threshold == pytest.approx(expected.reference_voter_.threshold, rel=1e-5)
+    assert calibrated.sigest_info_["info"]["calibrated_on"]["writers"] == ["w005", "w006"]
+    assert sigest.load(model_path)[-1].threshold == original[-1].threshold  # the input file is left alone
+    assert main(["calibrate", str(model_path), str(root / "data"), "--writers", "w099", "--out", str(out)]) == 2
+    assert "w099" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.model_selection import GridSearchCV, GroupKFold
 
@@ -116,6 +117,33 @@ def test_report_judges_the_calibrated_voter_at_its_own_threshold(folder_and_mode
     assert votes["score"].between(0, 1).all()  # the voter's calibrated probabilities
     expected = np.mean((votes["score"] >= voter.threshold) == (votes["label"] == 1))
     assert report.voting.loc[1, "accuracy@chosen"] == pytest.approx(expected)
+
+
+def test_calibrate_refits_threshold_and_voter_on_new_writers_and_leaves_the_model_alone(folder_and_model):
+    from sigest.evaluation import score_pairs
+    from sigest.metrics import within_writer_pairs
+    from sigest.training import calibrate, fit_reference_voter
+
+    _, _, _, test, model = folder_and_model
+    threshold = model[-1].threshold
+    calibrated = calibrate(model, test, k=3)
+    assert model[-1].threshold == threshold and not hasattr(model, "reference_voter_")  # the input is unchanged
+    np.testing.assert_array_equal(calibrated[-1].classifier_.coef_, model[-1].classifier_.coef_)
+    # the pair threshold: the EER threshold of the new writers' genuine/genuine and genuine/skilled pairs
+    paths = test["path"].to_numpy()
+    first, second, label = within_writer_pairs(test["writer"], test["genuine"])
+    scores = score_pairs(model, paths[first], paths[second])
+    assert calibrated[-1].threshold == pytest.approx(choose_threshold(label, scores), rel=1e-5)
+    # the voter: fitted on the same writers' rows of 3 references, as fit_reference_voter fits it
+    images = model[0].transform(list(paths))
+    expected = fit_reference_voter(model[-1], test.reset_index(drop=True), images, k=3)
+    np.testing.assert_allclose(calibrated.reference_voter_.calibrator_.coef_, expected.calibrator_.coef_, rtol=1e-5)
+    assert calibrated.reference_voter_.threshold == pytest.approx(expected.threshold, rel=1e-5)
+    assert calibrated.reference_voter_.extra_views == expected.extra_views
+    with pytest.raises(ValueError, match="skilled forgeries"):
+        calibrate(model, test[test["genuine"]])
+    with pytest.raises(ValueError, match="3 genuine signatures and a skilled forgery"):
+        calibrate(model, pd.concat([test[test["genuine"]].groupby("writer").head(2), test[~test["genuine"]]]))
 
 
 def test_benchmark_protocol_pair_counts(tmp_path):
