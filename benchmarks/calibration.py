@@ -4,7 +4,8 @@ Reads networks trained with one data set left out (``recipe.py --test-datasets S
 builds each run's pipeline as ``export_pretrained.py`` does (pair head and voter fitted on the run's
 validation writers, of the other data sets). Then, ``--repeats`` times for each ``--n-local`` count, draws
 that many writers of the left-out set, calibrates a copy of the model on them
-(:func:`sigest.training.calibrate`) and scores the left-out set's other writers with both models:
+(:func:`sigest.training.calibrate`: thresholds re-chosen; and with ``refit_voter=True``, the voter's weights
+fitted anew) and scores the left-out set's other writers with the three models:
 
 - the 5-reference voter (``reference_voter_``, rows of 5 genuine references, one draw per writer):
   EER, accuracy at the model's own voter threshold (the honest number) and at the EER threshold of
@@ -77,13 +78,15 @@ def main():
             for repeat in range(args.repeats):
                 local = rng.choice(writers, n_local, replace=False)
                 mine = test[test["writer"].isin(local)]
-                calibrated = calibrate(model, mine.drop(columns="_row"), images=images[mine["_row"].to_numpy()],
-                                       ink=ink[mine["_row"].to_numpy()], k=args.k)
-                after = voter_scores(calibrated.reference_voter_, images, ink, rows)
+                variants = [("validation writers", model, before)]
+                for refit in (False, True):
+                    calibrated = calibrate(model, mine.drop(columns="_row"), images=images[mine["_row"].to_numpy()],
+                                           ink=ink[mine["_row"].to_numpy()], k=args.k, refit_voter=refit)
+                    scores = voter_scores(calibrated.reference_voter_, images, ink, rows) if refit else before
+                    variants.append(("calibrated, voter refitted" if refit else "calibrated", calibrated, scores))
                 keep, keep_pairs = ~sets["writer"].isin(local).to_numpy(), ~np.isin(pair_writer, local)
                 common = {"test": name, "run": path, "n_local": n_local, "repeat": repeat}
-                for model_name, fitted, scores in (("validation writers", model, before),
-                                                   ("calibrated", calibrated, after)):
+                for model_name, fitted, scores in variants:
                     results.append({**common, "threshold from": model_name, "rule": "k=5 voter",
                                     **rates(row_genuine[keep], scores[keep], fitted.reference_voter_.threshold)})
                     results.append({**common, "threshold from": model_name, "rule": "single pair",

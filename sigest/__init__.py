@@ -13,7 +13,7 @@ from .persistence import load, save
 from .pretrained import list_pretrained, pretrained
 from .preprocessing import PreprocessImage, TestPreprocessImage
 from .seed_api import get_predictions_for_single, perform_voting, train_model
-from .training import make_verifier, train_siamese_model, train_verifier
+from .training import calibrate, make_verifier, train_siamese_model, train_verifier
 from .verification import LogisticSiameseRegression, VotingVerifier
 
 __version__ = "0.1.0"
@@ -24,6 +24,7 @@ __all__ = [
     "SiameseEmbedder",
     "TestPreprocessImage",
     "VotingVerifier",
+    "calibrate",
     "embedding_targets",
     "get_predictions_for_single",
     "list_pretrained",

@@ -140,6 +140,22 @@ def test_calibrate_refits_threshold_and_voter_on_new_writers_and_leaves_the_mode
     np.testing.assert_allclose(calibrated.reference_voter_.calibrator_.coef_, expected.calibrator_.coef_, rtol=1e-5)
     assert calibrated.reference_voter_.threshold == pytest.approx(expected.threshold, rel=1e-5)
     assert calibrated.reference_voter_.extra_views == expected.extra_views
+    # a model with a voter keeps its weights; only its threshold moves to these writers' EER threshold
+    from sigest.training import _reference_rows
+
+    _, _, train, _, _ = folder_and_model
+    voter = fit_reference_voter(model[-1], train.reset_index(drop=True), model[0].transform(list(train["path"])), k=3)
+    model.reference_voter_ = voter
+    try:
+        kept = calibrate(model, test, k=3)
+        refitted = calibrate(model, test, k=3, refit_voter=True)
+    finally:
+        del model.reference_voter_  # the module's fixture stays as it was
+    np.testing.assert_array_equal(kept.reference_voter_.calibrator_.coef_, voter.calibrator_.coef_)
+    X, labels = _reference_rows(test.reset_index(drop=True), images, None, 3, 12, 0)
+    assert kept.reference_voter_.threshold == pytest.approx(choose_threshold(labels, voter.predict_proba(X)[:, 1]))
+    assert kept.reference_voter_.threshold != voter.threshold
+    np.testing.assert_allclose(refitted.reference_voter_.calibrator_.coef_, expected.calibrator_.coef_, rtol=1e-5)
     with pytest.raises(ValueError, match="skilled forgeries"):
         calibrate(model, test[test["genuine"]])
     with pytest.raises(ValueError, match="3 genuine signatures and a skilled forgery"):
