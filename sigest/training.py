@@ -7,6 +7,7 @@ pipeline; :func:`train_verifier` trains that pipeline the way the benchmarks mea
 are its stages.
 """
 
+import copy
 import warnings
 from numbers import Real
 
@@ -434,8 +435,8 @@ def _voter_references(table, k):
     return min(k, int(counts["sum"].max()) - 1) if len(counts) else 0
 
 
-def calibrate(model, table, *, images=None, ink=None, k=5, refit_voter=False, random_state=0):
-    """Re-choose a fitted verifier's threshold and refit its voter's calibration on writers of your own.
+def calibrate(model, table, *, images=None, ink=None, k=5, n_per_writer=12, refit_voter=False, random_state=0):
+    """Re-choose a fitted verifier's thresholds on writers of your own (a new scanner, script or population).
 
     A threshold chosen on one population of writers, scanners and scripts does not hold on another:
     the network and its distances travel, the forgeries' difficulty does not. Measured with
@@ -462,6 +463,8 @@ def calibrate(model, table, *, images=None, ink=None, k=5, refit_voter=False, ra
         With ``images``, their ink measures; needed when the model compares ink.
     k : int, default=5
         References per row of the voter's calibration (fewer where the writers have fewer).
+    n_per_writer : int, default=12
+        At most this many genuine and this many skilled questioned signatures per writer in those rows.
     refit_voter : bool, default=False
         False keeps the voter's weights and re-chooses its threshold, as for the pair classifier;
         True fits the voter's calibration anew on these writers (needed when the model has no voter).
@@ -475,8 +478,6 @@ def calibrate(model, table, *, images=None, ink=None, k=5, refit_voter=False, ra
         A copy of ``model`` with ``verifier__threshold`` and ``reference_voter_``'s threshold (or,
         with ``refit_voter``, the whole voter) chosen on ``table``.
     """
-    import copy
-
     check_writers(table)
     table = _with_rows(table)
     if table["genuine"].all():
@@ -496,9 +497,9 @@ def calibrate(model, table, *, images=None, ink=None, k=5, refit_voter=False, ra
     voter_ink = ink if (model[0].measure_ink if voter is None else voter.compare_ink) else None
     if refit_voter or voter is None:
         calibrated.reference_voter_ = fit_reference_voter(
-            verifier, table, images, ink=voter_ink, k=k, random_state=random_state,
+            verifier, table, images, ink=voter_ink, k=k, n_per_writer=n_per_writer, random_state=random_state,
             extra_views=("penultimate", "strips") if voter is None else tuple(voter.extra_views))
     else:
-        X, labels = _reference_rows(table, images, voter_ink, k, 12, random_state)
+        X, labels = _reference_rows(table, images, voter_ink, k, n_per_writer, random_state)
         _with_voter_threshold(calibrated.reference_voter_, X, labels)
     return calibrated
