@@ -70,7 +70,7 @@ def main():
         at = test["_row"].to_numpy()
         pairs = model[-1].embed(images[at])[np.stack([first, second], axis=1)]  # (n_pairs, 2, d)
         pair_scores = model[-1].proba_from_embeddings(pairs, ink=ink[at][np.stack([first, second], axis=1)])
-        pair_writer = test["writer"].to_numpy()[first]
+        pair_writer = test["writer"].to_numpy()[first]  # pair scores serve every variant: calibrate keeps the pair weights
         before = voter_scores(model.reference_voter_, images, ink, rows)
         rng = np.random.RandomState(0)
         writers = np.unique(test["writer"])
@@ -82,6 +82,7 @@ def main():
                 for refit in (False, True):
                     calibrated = calibrate(model, mine.drop(columns="_row"), images=images[mine["_row"].to_numpy()],
                                            ink=ink[mine["_row"].to_numpy()], k=args.k, refit_voter=refit)
+                    # calibrate keeps the network and, without refit, the voter's weights: the same scores
                     scores = voter_scores(calibrated.reference_voter_, images, ink, rows) if refit else before
                     variants.append(("calibrated, voter refitted" if refit else "calibrated", calibrated, scores))
                 keep, keep_pairs = ~sets["writer"].isin(local).to_numpy(), ~np.isin(pair_writer, local)
