@@ -70,7 +70,7 @@ def main():
         at = test["_row"].to_numpy()
         pairs = model[-1].embed(images[at])[np.stack([first, second], axis=1)]  # (n_pairs, 2, d)
         pair_scores = model[-1].proba_from_embeddings(pairs, ink=ink[at][np.stack([first, second], axis=1)])
-        pair_writer = test["writer"].to_numpy()[first]  # pair scores serve every variant: calibrate keeps the pair weights
+        pair_writer = test["writer"].to_numpy()[first]  # pair scores serve every variant (pair weights are kept)
         before = voter_scores(model.reference_voter_, images, ink, rows)
         rng = np.random.RandomState(0)
         writers = np.unique(test["writer"])
@@ -91,7 +91,8 @@ def main():
                     results.append({**common, "threshold from": model_name, "rule": "k=5 voter",
                                     **rates(row_genuine[keep], scores[keep], fitted.reference_voter_.threshold)})
                     results.append({**common, "threshold from": model_name, "rule": "single pair",
-                                    **rates(pair_label[keep_pairs] == 1, pair_scores[keep_pairs], fitted[-1].threshold)})
+                                    **rates(pair_label[keep_pairs] == 1, pair_scores[keep_pairs],
+                                            fitted[-1].threshold)})
         print(f"{path}: {name} left out, {len(writers)} writers", flush=True)
     frame = pd.DataFrame(results)
     frame["gap"] = frame["oracle"] - frame["honest"]
