@@ -202,6 +202,10 @@ def run(cache, args, fold, seed):
     if args.loss == "proxy_anchor":
         loss = {"criterion": ProxyAnchorLoss, "criterion__num_writers": train["writer"].nunique(),
                 "criterion__embedding_dim": args.dim, "optimizer__param_groups": [("*proxies", {"lr": 100 * args.lr})]}
+    elif args.loss == "arcface":
+        loss = {"criterion": "arcface", "criterion__num_writers": train["writer"].nunique(),
+                "criterion__embedding_dim": args.dim, "criterion__scale": args.scale,
+                "optimizer__param_groups": [("*loss.W", {"lr": 10 * args.lr})]}
     elif args.loss == "supcon":
         loss = {"criterion": "supcon", "criterion__temperature": args.temperature}
     else:
@@ -286,7 +290,8 @@ def main():
     parser.add_argument("--margin", type=float, default=0.2)
     parser.add_argument("--mining", default="batch_hard")
     parser.add_argument("--smooth", action="store_true", help="soft-margin triplet loss (softplus, not hinge)")
-    parser.add_argument("--loss", choices=["triplet", "supcon", "proxy_anchor"], default="triplet")
+    parser.add_argument("--loss", choices=["triplet", "supcon", "proxy_anchor", "arcface"], default="triplet")
+    parser.add_argument("--scale", type=float, default=30.0, help="ArcFace's scale of the cosines")
     parser.add_argument("--temperature", type=float, default=0.1, help="supcon's softmax temperature")
     parser.add_argument("--p", type=int, default=32)
     parser.add_argument("--k-per-writer", type=int, default=8)

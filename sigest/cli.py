@@ -115,7 +115,7 @@ def cmd_prepare(args):
 
 
 def cmd_train(args):
-    from .datasets import split_writers
+    from .datasets import qualified_writers, split_writers
 
     check_output_file(args.out)
     table, cached = _read_data(args.data, args.size)
@@ -127,7 +127,7 @@ def cmd_train(args):
     model = _train(args, table, cached)
     replaced = Path(args.out).exists()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    _save_model(model, args.out, info={"writers": sorted(table["writer"].unique()), "data": list(args.data)})
+    _save_model(model, args.out, info={"writers": sorted(qualified_writers(table).unique()), "data": list(args.data)})
     print(f"trained on {table['writer'].nunique()} writers; threshold {model[-1].threshold:.3f}; "
           f"{'replaced' if replaced else 'saved'} {args.out}")
     return 0

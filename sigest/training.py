@@ -20,7 +20,7 @@ from sklearn.pipeline import Pipeline
 from skorch.callbacks import EarlyStopping, ProgressBar
 
 from .callbacks import WriterEER
-from .datasets import check_writers, make_pairs, make_reference_sets, split_writers
+from .datasets import check_writers, make_pairs, make_reference_sets, qualified_writers, split_writers
 from .embedder import SiameseEmbedder, embedding_targets
 from .nn import within_writer_whitening
 from .preprocessing import PreprocessImage
@@ -435,6 +435,19 @@ def _voter_references(table, k):
     return min(k, int(counts["sum"].max()) - 1) if len(counts) else 0
 
 
+def _warn_if_learned_from(model, table):
+    """Warn when writers of ``table`` are among those a loaded model's file lists as trained or validated on
+    (``info`` keys ``writers``, ``train_writers``, ``valid_writers``, compared by :func:`qualified_writers`)."""
+    info = getattr(model, "sigest_info_", {}).get("info", {})
+    learned = {str(w) for key in ("writers", "train_writers", "valid_writers") for w in info.get(key, [])}
+    seen = sorted(set(qualified_writers(table)) & learned)
+    if seen:
+        warnings.warn(f"{len(seen)} of the calibration writers ({', '.join(seen[:3])}{', ...' if len(seen) > 3 else ''})"
+                      " are writers the model was trained or validated on: their forgeries sit farther from their "
+                      "references than a new writer's, so the thresholds chosen on them are too strict",
+                      stacklevel=3)
+
+
 def calibrate(model, table, *, images=None, ink=None, k=5, n_per_writer=12, refit_voter=False, random_state=0):
     """Re-choose a fitted verifier's thresholds on writers of your own (a new scanner, script or population).
 
@@ -456,7 +469,9 @@ def calibrate(model, table, *, images=None, ink=None, k=5, n_per_writer=12, refi
         Fitted (:func:`train_verifier`, :func:`sigest.load`, :func:`sigest.pretrained`). Not changed.
     table : pandas.DataFrame
         Signature table (``path`` or ``image``, ``writer``, ``genuine``) of writers the network never
-        trained on, with their skilled forgeries (measured with 3, 5 and 10 writers).
+        trained on, with their skilled forgeries (measured with 3, 5 and 10 writers). A warning names
+        those a loaded model's file lists among its training or validation writers (compared by
+        :func:`~sigest.datasets.qualified_writers`, so a ``dataset`` column is needed to match them).
     images : ndarray of shape (n_images, 1, H, W) or None, default=None
         The table's images preprocessed by ``model[0]``, row for row; None preprocesses them here.
     ink : ndarray of shape (n_images, m) or None, default=None
@@ -479,6 +494,7 @@ def calibrate(model, table, *, images=None, ink=None, k=5, n_per_writer=12, refi
         with ``refit_voter``, the whole voter) chosen on ``table``.
     """
     check_writers(table)
+    _warn_if_learned_from(model, table)
     table = _with_rows(table)
     if table["genuine"].all():
         raise ValueError("calibration needs skilled forgeries of the writers (rows with genuine=False)")

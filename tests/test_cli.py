@@ -1,3 +1,5 @@
+import warnings
+
 import joblib
 import numpy as np
 import pytest
@@ -173,7 +175,12 @@ def test_calibrate_writes_a_model_with_thresholds_from_the_given_writers(trained
     assert status == 0 and "calibrated on 2 writers" in capsys.readouterr().out
     original, calibrated = sigest.load(model_path), sigest.load(out)
     table = load_signatures(root / "data")
-    expected = calibrate(original, table[table["writer"].isin(["w005", "w006"])], k=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        expected = calibrate(original, table[table["writer"].isin(["w005", "w006"])], k=3)
+    assert not [w for w in caught if "trained or validated on" in str(w.message)]
+    with pytest.warns(UserWarning, match="2 of the calibration writers .* trained or validated on"):
+        calibrate(original, table[table["writer"].isin(["w001", "w002"])], k=3)  # the file lists them
     assert calibrated[-1].threshold == pytest.approx(expected[-1].threshold, rel=1e-5)
     assert calibrated.reference_voter_.threshold == pytest.approx(expected.reference_voter_.threshold, rel=1e-5)
     assert calibrated.sigest_info_["info"]["calibrated_on"]["writers"] == ["w005", "w006"]

@@ -15,7 +15,7 @@ from sigest.cache import cache_images, cache_preprocessor, load_cache, prepare_c
 from sigest.callbacks import WeightAverage, WriterEER
 from sigest.datasets import load_signatures, save_signatures
 from sigest.metrics import embedding_eer, within_writer_pairs
-from sigest.nn import ProxyAnchorLoss, SignatureAugment, get_loss
+from sigest.nn import ArcFaceLoss, ProxyAnchorLoss, SignatureAugment, get_loss
 
 SIZE = (32, 64)
 
@@ -234,21 +234,22 @@ def test_loader_options_reach_the_writer_balanced_loader(images_and_targets):
     assert seen["pin_memory"] is True and "batch_sampler" in seen
 
 
-def test_proxy_anchor_loss_learns_from_writer_labels(images_and_targets):
+@pytest.mark.parametrize("name, loss_class", [("proxy_anchor", ProxyAnchorLoss), ("arcface", ArcFaceLoss)])
+def test_writer_class_losses_learn_from_writer_labels(images_and_targets, name, loss_class):
     images, writers, genuine = images_and_targets
-    assert isinstance(get_loss("proxy_anchor", num_writers=3), ProxyAnchorLoss)
+    assert isinstance(get_loss(name, num_writers=3), loss_class)
     n_writers = len(np.unique(writers))
-    net = tiny_net(criterion="proxy_anchor", criterion__num_writers=n_writers, criterion__embedding_dim=16,
+    net = tiny_net(criterion=name, criterion__num_writers=n_writers, criterion__embedding_dim=16,
                    max_epochs=3, lr=1e-2)
     net.fit(images, embedding_targets(writers, genuine))
-    assert isinstance(net.criterion_, ProxyAnchorLoss)  # chosen by its registered name
+    assert isinstance(net.criterion_, loss_class)  # chosen by its registered name
     losses = net.history[:, "train_loss"]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
-    loss = ProxyAnchorLoss(num_writers=2, embedding_dim=4)
+    loss = loss_class(num_writers=2, embedding_dim=4)
     with pytest.raises(ValueError, match="num_writers"):
         loss(torch.randn(3, 4), torch.tensor([0, 1, 4]))
     with pytest.raises(ValueError, match="num_writers"):
-        tiny_net(criterion="proxy_anchor", criterion__num_writers=2, criterion__embedding_dim=16).fit(
+        tiny_net(criterion=name, criterion__num_writers=2, criterion__embedding_dim=16).fit(
             images, embedding_targets(writers, genuine))
 
 

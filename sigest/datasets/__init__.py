@@ -1,6 +1,6 @@
 """Signature data: reading folders, sampling pairs and triplets, writer splits, synthetic signatures."""
 
-from ._layouts import IMAGE_EXTENSIONS, LAYOUTS, drop_duplicate_files, load_signatures
+from ._layouts import IMAGE_EXTENSIONS, LAYOUTS, drop_duplicate_files, load_signatures, qualified_writers
 from ._sampling import (
     check_writers,
     make_pairs,
@@ -22,6 +22,7 @@ __all__ = [
     "make_reference_sets",
     "make_signatures",
     "make_triplets",
+    "qualified_writers",
     "random_images",
     "save_signatures",
     "split_writers",

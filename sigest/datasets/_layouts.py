@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["IMAGE_EXTENSIONS", "LAYOUTS", "load_signatures"]
+__all__ = ["IMAGE_EXTENSIONS", "LAYOUTS", "load_signatures", "qualified_writers"]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"})
 LAYOUTS = ("cedar", "bhsig260", "sigcomp", "generic")
@@ -264,7 +264,7 @@ def load_signatures(root, *, drop_duplicates=True):
         table, layouts[name] = _read_one(folder)
         table["dataset"] = name
         if several:
-            table["writer"] = name + "/" + table["writer"]
+            table["writer"] = qualified_writers(table)
         tables.append(table)
     table = pd.concat(tables, ignore_index=True)
     table = table.sort_values(["writer", "genuine", "path"], ascending=[True, False, True], ignore_index=True)
@@ -276,3 +276,33 @@ def load_signatures(root, *, drop_duplicates=True):
             warnings.warn(f"dropped {table.attrs['n_duplicates']} byte-identical copies of files of the same writer",
                           stacklevel=2)
     return table
+
+
+def qualified_writers(table):
+    """Each row's writer named by its data set too (``"cedar/12"``), as :func:`load_signatures` names
+    writers read from several folders: the names that identify a writer across data sets.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Signature table with a ``writer`` column and, optionally, ``dataset``.
+
+    Returns
+    -------
+    writers : pandas.Series of str, shape (n_rows,)
+        ``dataset/writer``; a name that already starts with its data set's, or a table without a
+        ``dataset`` column, is kept as it is.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({"writer": ["12", "cedar/3"], "dataset": ["cedar", "cedar"]})
+    >>> qualified_writers(table).tolist()
+    ['cedar/12', 'cedar/3']
+    """
+    writers = table["writer"].astype(str)
+    if "dataset" not in table:
+        return writers
+    prefix = table["dataset"].astype(str) + "/"
+    done = pd.Series([w.startswith(p) for w, p in zip(writers, prefix)], index=table.index)
+    return writers.where(done, prefix + writers)

@@ -3,7 +3,7 @@
 from .attention import SpatialAttention
 from .augment import SignatureAugment
 from .backbones import Backbone, resnet_tiny
-from .losses import ProxyAnchorLoss, SupConLoss, TripletLoss, identity_labels
+from .losses import ArcFaceLoss, ProxyAnchorLoss, SupConLoss, TripletLoss, identity_labels
 from .registry import (
     get_attention,
     get_backbone,
@@ -19,6 +19,7 @@ from .siamese import SiameseResNet
 from .whitening import within_writer_whitening
 
 __all__ = [
+    "ArcFaceLoss",
     "Backbone",
     "ProxyAnchorLoss",
     "SupConLoss",

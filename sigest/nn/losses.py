@@ -1,4 +1,4 @@
-"""Metric-learning losses in pytorch-metric-learning's convention: triplet, supervised contrastive, Proxy-Anchor."""
+"""Metric-learning losses in pytorch-metric-learning's convention: triplet, supervised contrastive, Proxy-Anchor, ArcFace."""
 
 import torch
 from pytorch_metric_learning import distances, losses, miners, reducers
@@ -7,7 +7,7 @@ from torch import nn
 
 from .registry import register_loss
 
-__all__ = ["TripletLoss", "SupConLoss", "ProxyAnchorLoss", "identity_labels"]
+__all__ = ["TripletLoss", "SupConLoss", "ProxyAnchorLoss", "ArcFaceLoss", "identity_labels"]
 
 
 def identity_labels(writers, genuine, offset=None):
@@ -143,8 +143,24 @@ class SupConLoss(nn.Module):
         return self.loss(embeddings, labels, indices_tuple)
 
 
+class _WriterClassLoss(nn.Module):
+    """A pytorch-metric-learning loss with a learned vector per class: a class per training writer and
+    one per writer's skilled forgeries (:func:`identity_labels` with ``offset=num_writers``)."""
+
+    def __init__(self, num_writers, loss):
+        super().__init__()
+        self.num_writers = num_writers
+        self.loss = loss
+
+    def forward(self, embeddings, labels, indices_tuple=None):
+        if labels is None or int(labels.max()) >= 2 * self.num_writers:
+            raise ValueError(f"labels must be identity_labels(..., offset=num_writers) with num_writers="
+                             f"{self.num_writers}; give criterion__num_writers the number of training writers")
+        return self.loss(embeddings, labels)
+
+
 @register_loss("proxy_anchor")
-class ProxyAnchorLoss(nn.Module):
+class ProxyAnchorLoss(_WriterClassLoss):
     """Proxy-Anchor loss (pytorch-metric-learning) with one proxy per writer and one per writer's forgeries.
 
     Each training writer's genuine signatures are pulled towards a learned proxy and pushed from
@@ -169,12 +185,36 @@ class ProxyAnchorLoss(nn.Module):
     """
 
     def __init__(self, num_writers, embedding_dim=128, margin=0.1, alpha=32):
-        super().__init__()
-        self.num_writers = num_writers
-        self.loss = losses.ProxyAnchorLoss(2 * num_writers, embedding_dim, margin=margin, alpha=alpha)
+        super().__init__(num_writers, losses.ProxyAnchorLoss(2 * num_writers, embedding_dim, margin=margin,
+                                                             alpha=alpha))
 
-    def forward(self, embeddings, labels, indices_tuple=None):
-        if labels is None or int(labels.max()) >= 2 * self.num_writers:
-            raise ValueError(f"labels must be identity_labels(..., offset=num_writers) with num_writers="
-                             f"{self.num_writers}; give criterion__num_writers the number of training writers")
-        return self.loss(embeddings, labels)
+
+@register_loss("arcface")
+class ArcFaceLoss(_WriterClassLoss):
+    """Writer classification with an additive angular margin (ArcFace, Deng et al., 2019; pytorch-metric-learning).
+
+    A softmax over the cosines between an embedding and a learned weight vector per class, the true
+    class's angle widened by ``margin`` degrees: the classes are the training writers and, apart,
+    each writer's skilled forgeries, so a forgery must sit at an angle from its writer's genuine
+    signatures. Unlike a triplet loss, it has no zero-loss state in which every embedding coincides.
+
+    Parameters
+    ----------
+    num_writers : int
+        Writers in the training data (writer codes 0..num_writers-1); labels are
+        :func:`identity_labels` with ``offset=num_writers``.
+    embedding_dim : int, default=128
+        Size of the embeddings (the network's ``embedding_dim``).
+    margin : float, default=28.6
+        Additive angular margin in degrees (28.6 degrees = 0.5 radian).
+    scale : float, default=30
+        Multiplies the cosines before the softmax.
+
+    Shape
+    -----
+    - ``forward(embeddings, labels, indices_tuple=None)``: (N, D), (N,) -> scalar; ``indices_tuple``
+      is ignored (every class takes part).
+    """
+
+    def __init__(self, num_writers, embedding_dim=128, margin=28.6, scale=30):
+        super().__init__(num_writers, losses.ArcFaceLoss(2 * num_writers, embedding_dim, margin=margin, scale=scale))
