@@ -62,6 +62,8 @@ def split(table, args, fold, seed):
         folds = writer_folds(table, args.n_folds)
         in_test = table["writer"].map(folds) == fold
         test, rest = table[in_test], table[~in_test]
+        if args.train_datasets:  # the same test folds, trained and validated on these data sets only
+            rest = rest[rest["dataset"].isin(args.train_datasets)]
     rng = np.random.RandomState(1000 + seed)
     valid_writers = []
     for _, group in rest.groupby("dataset"):
@@ -270,7 +272,8 @@ def main():
     parser.add_argument("--folds", type=int, nargs="+", default=[0], help="-1: no test writers (train on all)")
     parser.add_argument("--n-folds", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--train-datasets", nargs="+")
+    parser.add_argument("--train-datasets", nargs="+", help="train and validate on these data sets only (with "
+                        "--test-datasets: test on those; without: on every set's fold writers)")
     parser.add_argument("--test-datasets", nargs="+")
     parser.add_argument("--valid-share", type=float, default=0.12)
     parser.add_argument("--size", type=int, nargs=2, default=(150, 220))
