@@ -294,7 +294,8 @@ class SiameseEmbedder(NeuralNet):
         return self.iterator_train(dataset, batch_sampler=sampler, **kwargs)
 
     def initialize_criterion(self):
-        """skorch's, and a registered loss by name: ``criterion="triplet"``, ``"supcon"``, ``"proxy_anchor"`` or ``"arcface"``."""
+        """skorch's, and a registered loss by name: ``criterion="triplet"``, ``"supcon"``, ``"proxy_anchor"``
+        or ``"arcface"``."""
         if isinstance(self.criterion, str):
             self.criterion_ = get_loss(self.criterion, **self.get_params_for("criterion"))
             return self

@@ -442,10 +442,10 @@ def _warn_if_learned_from(model, table):
     learned = {str(w) for key in ("writers", "train_writers", "valid_writers") for w in info.get(key, [])}
     seen = sorted(set(qualified_writers(table)) & learned)
     if seen:
-        warnings.warn(f"{len(seen)} of the calibration writers ({', '.join(seen[:3])}{', ...' if len(seen) > 3 else ''})"
-                      " are writers the model was trained or validated on: their forgeries sit farther from their "
-                      "references than a new writer's, so the thresholds chosen on them are too strict",
-                      stacklevel=3)
+        named = ", ".join(seen[:3]) + (", ..." if len(seen) > 3 else "")
+        warnings.warn(f"{len(seen)} of the calibration writers ({named}) are writers the model was trained or "
+                      "validated on: their forgeries sit farther from their references than a new writer's, so the "
+                      "thresholds chosen on them are too strict", stacklevel=3)
 
 
 def calibrate(model, table, *, images=None, ink=None, k=5, n_per_writer=12, refit_voter=False, random_state=0):
@@ -471,7 +471,7 @@ def calibrate(model, table, *, images=None, ink=None, k=5, n_per_writer=12, refi
         Signature table (``path`` or ``image``, ``writer``, ``genuine``) of writers the network never
         trained on, with their skilled forgeries (measured with 3, 5 and 10 writers). A warning names
         those a loaded model's file lists among its training or validation writers (compared by
-        :func:`~sigest.datasets.qualified_writers`, so a ``dataset`` column is needed to match them).
+        :func:`~sigest.datasets.qualified_writers`: ``cedar/12``, from the writer and ``dataset`` columns).
     images : ndarray of shape (n_images, 1, H, W) or None, default=None
         The table's images preprocessed by ``model[0]``, row for row; None preprocesses them here.
     ink : ndarray of shape (n_images, m) or None, default=None

@@ -1,4 +1,5 @@
-"""Metric-learning losses in pytorch-metric-learning's convention: triplet, supervised contrastive, Proxy-Anchor, ArcFace."""
+"""Metric-learning losses in pytorch-metric-learning's convention: triplet, supervised contrastive, and the
+writer-class losses Proxy-Anchor and ArcFace."""
 
 import torch
 from pytorch_metric_learning import distances, losses, miners, reducers
