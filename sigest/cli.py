@@ -190,21 +190,23 @@ def cmd_calibrate(args):
 
 def cmd_verify(args):
     from .preprocessing import read_grayscale
-    from .seed_api import perform_voting
+    from .seed_api import vote_preprocessed
 
     if args.report:
         check_output_file(args.report)
     model = _load_model(args.model)
-    for path in [*args.reference, args.questioned]:
-        read_grayscale(path)
+    paths = [args.questioned, *args.reference]
+    row = np.empty((1, len(paths)), dtype=object)
+    row[0] = [read_grayscale(path) for path in paths]  # decoded once; errors name the file
     voting = args.voting
     if voting == "auto":
         has_voter = getattr(model, "reference_voter_", None) is not None
         voting = "normalized" if has_voter and len(args.reference) >= 3 else "soft"
     if voting == "normalized" and len(args.reference) < 2:
         raise CommandError("--voting normalized needs at least 2 --reference images")
+    X = model[:-1].transform(row)  # preprocessed once, for the verdict and the report
     try:
-        label, probability, per_reference = perform_voting(model, args.questioned, args.reference, voting=voting)
+        label, probability, per_reference = vote_preprocessed(model, X, voting=voting)
     except ValueError as exc:
         if voting != "normalized":
             raise
@@ -214,10 +216,9 @@ def cmd_verify(args):
     if args.report:
         from .plotting import plot_verification
 
-        images, ink = model[0].transform_with_ink([args.questioned, *args.reference])
+        images, ink = (X["images"][0], X["ink"][0]) if isinstance(X, dict) else (X[0], None)
         plot_verification(images[0, 0], images[1:, 0], per_reference, probability, threshold, args.report,
-                          names=[Path(p).name for p in [args.questioned, *args.reference]],
-                          ink=ink if model[0].measure_ink else None)
+                          names=[Path(p).name for p in paths], ink=ink)
     print(f"{verdict} probability_genuine={probability:.4f} threshold={threshold:.4f} voting={voting} "
           f"per_reference={np.round(per_reference, 4).tolist()}")
     return EXIT_GENUINE if label == 1 else EXIT_FORGED

@@ -6,7 +6,7 @@ from sklearn.frozen import FrozenEstimator
 from .training import make_verifier, train_siamese_model
 from .verification import VotingVerifier
 
-__all__ = ["train_siamese_model", "train_model", "get_predictions_for_single", "perform_voting"]
+__all__ = ["train_siamese_model", "train_model", "get_predictions_for_single", "perform_voting", "vote_preprocessed"]
 
 
 def train_model(X, y, **verifier_params):
@@ -69,10 +69,32 @@ def perform_voting(model, questioned, references, *, voting="soft"):
     per_reference : ndarray of shape (k,)
         Genuine probability against each reference: the evidence.
     """
-    preprocess, verifier = model[:-1], model[-1]
     row = np.empty((1, 1 + len(references)), dtype=object)
     row[0] = [questioned, *references]
-    X = preprocess.transform(row)
+    return vote_preprocessed(model, model[:-1].transform(row), voting=voting)
+
+
+def vote_preprocessed(model, X, *, voting="soft"):
+    """:func:`perform_voting` on one row the model's preprocessing has already turned into arrays.
+
+    For callers that keep the preprocessed images as well (to draw them, say), so that each image
+    is preprocessed once.
+
+    Parameters
+    ----------
+    model : sklearn.pipeline.Pipeline
+        As in :func:`perform_voting`.
+    X : ndarray of shape (1, 1 + k, 1, H, W), or dict
+        ``model[:-1].transform`` of the row (questioned, reference_1, ..., reference_k): the
+        images, or ``{"images": ..., "ink": ...}`` when the preprocessing measures the ink.
+    voting : {"soft", "hard", "normalized"}, default="soft"
+
+    Returns
+    -------
+    label, probability, per_reference
+        As :func:`perform_voting` returns them.
+    """
+    verifier = model[-1]
     if voting == "normalized":
         voter = getattr(model, "reference_voter_", None)
         if voter is None:

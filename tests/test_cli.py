@@ -145,12 +145,17 @@ def test_prepare_binarize_is_kept_in_the_cache(trained, tmp_path, capsys):
     assert not np.allclose(PreprocessImage((32, 64)).transform(paths), binary, atol=0.05)
 
 
-def test_verify_report_draws_the_evidence(trained, tmp_path, capsys):
+def test_verify_report_draws_the_evidence(trained, tmp_path, monkeypatch, capsys):
     root, model = trained
     refs = sorted(str(p) for p in (root / "data" / "w005" / "genuine").glob("*.png"))
     report = tmp_path / "evidence.png"
+    preprocessed = []
+    measured = PreprocessImage.preprocess_measured
+    monkeypatch.setattr(PreprocessImage, "preprocess_measured",
+                        lambda self, item: preprocessed.append(item) or measured(self, item))
     status = main(["verify", str(model), "--reference", *refs[:3], "--questioned", refs[3], "--report", str(report)])
     assert status in (0, 1) and report.read_bytes()[:4] == b"\x89PNG"
+    assert len(preprocessed) == 4  # each image once, for the verdict and the drawing alike
     status = main(["verify", str(model), "--reference", *refs[:3], "--questioned", refs[3], "--report", str(tmp_path)])
     assert status == 2 and "is a folder" in capsys.readouterr().err
 
