@@ -97,6 +97,21 @@ def test_paths_and_n_jobs_give_the_same_output(tmp_path, small_signatures):
     np.testing.assert_array_equal(serial, from_arrays)
 
 
+def test_a_path_repeated_across_rows_is_preprocessed_once(tmp_path, small_signatures, monkeypatch):
+    paths = [str(write_png(tmp_path / f"{i}.png", im)) for i, im in enumerate(small_signatures.images[:8])]
+    rows = [[q, *paths[:3]] for q in paths[3:]]  # (questioned, 3 references): the references in every row
+    cell_by_cell = np.stack([PreprocessImage(size=(32, 48)).transform(row) for row in rows])
+    read = []
+    measured = PreprocessImage.preprocess_measured
+    monkeypatch.setattr(PreprocessImage, "preprocess_measured",
+                        lambda self, item: read.append(item) or measured(self, item))
+    for n_jobs in (None, 2):
+        read.clear()
+        out = PreprocessImage(size=(32, 48), n_jobs=n_jobs).transform(rows * 4)
+        assert sorted(read) == sorted(paths)  # 20 rows of 4 cells, 8 distinct files
+        np.testing.assert_array_equal(out, np.concatenate([cell_by_cell] * 4))
+
+
 def test_steps_can_be_switched_off(ink_page):
     full = PreprocessImage(size=(30, 60), crop=False, keep_aspect=False, invert=False).transform([ink_page])
     # without crop, the output is the whole page resized: paper white at the corners

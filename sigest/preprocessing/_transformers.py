@@ -64,6 +64,22 @@ def as_image_items(X):
     return items, (len(rows), widths.pop())
 
 
+def _distinct_items(items):
+    """Each distinct item once: (position of each one's first occurrence, every item's distinct number (n,)).
+
+    The same path (as written) or the same image object is one item, so that a path repeated across
+    rows, such as a reference in every row of (questioned, references), is read and preprocessed once.
+    Equal images held in different objects count as different.
+    """
+    keys = [os.fspath(item) if isinstance(item, (str, os.PathLike)) else id(item) for item in items]
+    numbers, first = {}, []
+    for i, key in enumerate(keys):
+        if key not in numbers:
+            numbers[key] = len(first)
+            first.append(i)
+    return first, np.array([numbers[key] for key in keys], dtype=np.intp)
+
+
 class PreprocessImage(TransformerMixin, BaseEstimator):
     """Normalise signature images: grayscale, denoise, clean, threshold, crop, pad, resize.
 
@@ -257,13 +273,14 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
         self._validate_params()
         self._check_size()
         items, shape = as_image_items(X)
-        if self.n_jobs in (None, 1) or len(items) < 16:
-            out = [self._preprocess_at(i, item, shape) for i, item in enumerate(items)]
+        first, index = _distinct_items(items)  # rows (questioned, references) repeat the references
+        if self.n_jobs in (None, 1) or len(first) < 16:
+            out = [self._preprocess_at(i, items[i], shape) for i in first]
         else:
-            out = Parallel(n_jobs=self.n_jobs, prefer="threads")(delayed(self._preprocess_at)(i, item, shape)
-                                                                 for i, item in enumerate(items))
-        images = np.stack([image for image, _ in out]).reshape(*shape, 1, *self.size)
-        return images, np.array([ink for _, ink in out], dtype=np.float64).reshape(*shape, 2)
+            out = Parallel(n_jobs=self.n_jobs, prefer="threads")(delayed(self._preprocess_at)(i, items[i], shape)
+                                                                 for i in first)
+        images = np.stack([image for image, _ in out])[index].reshape(*shape, 1, *self.size)
+        return images, np.array([ink for _, ink in out], dtype=np.float64)[index].reshape(*shape, 2)
 
     def _preprocess_at(self, index, item, shape):
         """:meth:`preprocess_measured`, its error naming the row (and column) of ``X`` that failed."""
