@@ -107,8 +107,36 @@ def _as_preprocessed(X, expected):
     return X
 
 
-def _image_keys(images):
-    return [image.tobytes() for image in images]
+def _distinct_images(images):
+    """Which images are equal, found without hashing every pixel.
+
+    Images are grouped by a sample of about 512 of their pixels and only images in one group are
+    compared whole, so that finding the references repeated in every row of (questioned,
+    references) costs little beside embedding them.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, ...)
+
+    Returns
+    -------
+    first : ndarray of shape (m,)
+        Position of the first of each of the m distinct images.
+    number : ndarray of shape (n,)
+        Each image's distinct number: ``images[first][number]`` equals ``images``.
+    """
+    flat = np.asarray(images).reshape(len(images), -1)
+    step = max(1, flat.shape[1] // 512)
+    groups, first, number = {}, [], np.empty(len(flat), dtype=np.intp)
+    for i, image in enumerate(flat):
+        group = groups.setdefault(image[::step].tobytes(), [])
+        match = next((j for j in group if np.array_equal(flat[first[j]], image)), None)
+        if match is None:
+            match = len(first)
+            group.append(match)
+            first.append(i)
+        number[i] = match
+    return np.array(first, dtype=np.intp), number
 
 
 def embed_distinct(embed, images):
@@ -125,14 +153,9 @@ def embed_distinct(embed, images):
     -------
     embeddings : ndarray of shape (n, d), or dict of (n, ...) arrays
     """
-    keys = _image_keys(images)
-    position, distinct = {}, []
-    for i, key in enumerate(keys):
-        if key not in position:
-            position[key] = len(distinct)
-            distinct.append(i)
-    out, index = embed(images[distinct]), [position[key] for key in keys]
-    return {name: value[index] for name, value in out.items()} if isinstance(out, dict) else out[index]
+    first, number = _distinct_images(images)
+    out = embed(images[first])
+    return {name: value[number] for name, value in out.items()} if isinstance(out, dict) else out[number]
 
 
 def pairs_to_targets(X, y):
@@ -153,13 +176,8 @@ def pairs_to_targets(X, y):
     targets : ndarray of shape (n_images, 2), int64, as :func:`sigest.embedder.embedding_targets`
     """
     flat = X.reshape(-1, *X.shape[2:])
-    keys = _image_keys(flat)
-    index, images = {}, []
-    for key, image in zip(keys, flat):
-        if key not in index:
-            index[key] = len(images)
-            images.append(image)
-    ids = np.array([index[k] for k in keys]).reshape(-1, 2)
+    first, number = _distinct_images(flat)
+    images, ids = flat[first], number.reshape(-1, 2)
     parent = list(range(len(images)))
 
     def find(i):
@@ -179,7 +197,7 @@ def pairs_to_targets(X, y):
         if not genuine[b]:
             writer[b] = find(a)
     codes = np.unique(writer, return_inverse=True)[1]
-    return np.stack(images), np.column_stack([codes, genuine]).astype(np.int64)
+    return images, np.column_stack([codes, genuine]).astype(np.int64)
 
 
 def _image_pair_tags(tags):

@@ -89,6 +89,20 @@ def test_pairs_to_targets_recovers_writers_and_forgeries():
     assert writer[2] == writer[3] == writer[5] != writer[0] and genuine[5] == 1
 
 
+def test_images_equal_only_outside_the_sampled_pixels_stay_distinct():
+    from sigest.verification import embed_distinct
+
+    rng = np.random.default_rng(0)
+    base = rng.random((3, 1, 40, 60), dtype=np.float32)
+    twin = base[1].copy()
+    twin[0, 0, 1] += 0.5  # off the pixel sample (every 4th of 2,400): only a whole comparison tells them apart
+    images = np.concatenate([base, twin[None], base[[2, 0, 1, 1]]])
+    calls = []
+    out = embed_distinct(lambda x: calls.append(len(x)) or x.reshape(len(x), -1)[:, :3], images)
+    assert calls == [4]  # 3 distinct images and the twin
+    np.testing.assert_array_equal(out, images.reshape(len(images), -1)[:, :3])
+
+
 def test_logistic_siamese_regression(pair_data):
     _, _, X, y = pair_data
     Xp = PreprocessImage(size=SIZE).transform(X)
