@@ -52,8 +52,10 @@ def test_fast_steps_equal_their_reference_definitions(shape):
             np.testing.assert_array_equal(F.remove_specks(mask, min_size), expected)
         if mask.any() and not mask.all():
             paper, ink = float(np.median(image[~mask])), float(image[mask].mean())
+            box = F.ink_box(mask)  # the crop and the page's histogram say the same as the page
             for contrast in (paper - ink - 0.25, paper - ink + 0.25):
                 assert F.has_ink(image, mask, contrast) == (paper - ink >= contrast)
+                assert F.has_ink(image[box], mask[box], contrast, F.gray_histogram(image)) == (paper - ink >= contrast)
 
 
 def test_crop_pad_resize_shapes(ink_page):

@@ -327,11 +327,12 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
         if posed is not gray:
             gray, histogram = posed, F.gray_histogram(posed)
         mask = F.remove_specks(F.ink_mask(gray, threshold), self.min_speck_size)
-        if not F.has_ink(gray, mask, histogram=histogram):
+        box = F.ink_box(mask)  # every ink pixel lies inside: the ink test reads the box alone
+        if box is None or not F.has_ink(gray[box], mask[box], histogram=histogram):
             name = item if isinstance(item, (str, os.PathLike)) else "image"
             raise ImageReadError(f"{name}: no ink found (blank or uniform image)")
         if self.crop:
-            gray, mask = F.crop_to_mask(gray, mask), F.crop_to_mask(mask, mask)
+            gray, mask = gray[box], mask[box]
         return gray, mask
 
     def get_feature_names_out(self, input_features=None):

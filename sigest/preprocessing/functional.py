@@ -17,6 +17,7 @@ __all__ = [
     "has_ink",
     "remove_background",
     "binarize",
+    "ink_box",
     "crop_to_mask",
     "pad_to_aspect",
     "resize",
@@ -90,10 +91,9 @@ def remove_specks(mask, min_size):
     """
     if min_size <= 1:
         return mask
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
+    box = ink_box(mask)
+    if box is None:
         return mask
-    box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     labels, n = ndimage.label(mask[box], structure=np.ones((3, 3), dtype=bool))
     ink_labels = labels[mask[box]]
     small = np.bincount(ink_labels, minlength=n + 1) < min_size
@@ -130,12 +130,15 @@ def has_ink(image, mask, min_contrast=20, histogram=None):
     """True if ``mask`` marks ink that is at least ``min_contrast`` gray levels darker than paper.
 
     Paper is the median gray level off the mask, ink the mean on it. ``histogram``, if given, is
-    ``gray_histogram(image)`` computed already.
+    ``gray_histogram`` of the whole page that ``image`` and ``mask`` may be a crop of (the ink's
+    bounding box, say: the pixels outside it are paper), so that only the crop need be read.
     """
-    if not mask.any() or mask.all():
+    if not mask.any():
         return False
     ink = image[mask]
     paper = (gray_histogram(image) if histogram is None else histogram) - np.bincount(ink, minlength=256)
+    if not paper.any():  # all ink, no paper
+        return False
     return float(_histogram_median(paper)) - float(ink.mean()) >= min_contrast
 
 
@@ -149,14 +152,22 @@ def binarize(mask):
     return np.where(mask, np.uint8(0), np.uint8(255))
 
 
-def crop_to_mask(image, mask, margin=0):
-    """Crop ``image`` to the bounding box of ``mask`` plus ``margin`` pixels on each side."""
+def ink_box(mask, margin=0):
+    """The bounding box of ``mask``'s True pixels plus ``margin`` pixels on each side, within the image.
+
+    Returns ``(rows, cols)`` slices, or None when the mask is empty.
+    """
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
-        return image
-    top, bottom = max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, image.shape[0])
-    left, right = max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, image.shape[1])
-    return image[top:bottom, left:right]
+        return None
+    return (slice(max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, mask.shape[0])),
+            slice(max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, mask.shape[1])))
+
+
+def crop_to_mask(image, mask, margin=0):
+    """Crop ``image`` to the bounding box of ``mask`` plus ``margin`` pixels on each side (:func:`ink_box`)."""
+    box = ink_box(mask, margin)
+    return image if box is None else image[box]
 
 
 def pad_to_aspect(image, aspect, fill=255):
