@@ -6,8 +6,9 @@ verified in one call. Prints questioned signatures per second (median of ``--rep
 the preprocessing's share of the time, and the model file's size.
 
 ``--voting normalized`` scores with the model's distance-ratio voter instead (``model.reference_voter_``,
-its extra views included), through its public ``predict_proba`` on rows (questioned, 5 references):
-the references are preprocessed once and, within the call, embedded once.
+its extra views included), through its public ``predict_proba`` on rows (questioned, 5 references)
+given as positions in one array holding each image once: the references are preprocessed once and,
+within the call, embedded once.
 
 ``--rows`` hands the voter's path the rows of file paths themselves, as a scikit-learn user would:
 ``model[0].transform(rows)`` then ``model.reference_voter_.predict_proba``, the preprocessing
@@ -63,11 +64,11 @@ def main():
         started = time.perf_counter()
         images, ink = preprocess.transform_with_ink(questioned)
         middle = time.perf_counter()
-        if args.voting == "normalized":
-            rows = np.concatenate([images[:, None], np.broadcast_to(reference_images, (len(images), 5,
-                                                                                       *images.shape[1:]))], axis=1)
-            ink_rows = np.concatenate([ink[:, None], np.broadcast_to(reference_ink, (len(ink), 5, ink.shape[1]))], 1)
-            scores = model.reference_voter_.predict_proba({"images": rows, "ink": ink_rows})[:, 1]
+        if args.voting == "normalized":  # each image once; row i: (questioned i, the 5 references)
+            rows = np.column_stack([np.arange(len(images)), np.tile(len(images) + np.arange(5), (len(images), 1))])
+            X = {"images": np.concatenate([images, reference_images]), "ink": np.concatenate([ink, reference_ink]),
+                 "rows": rows}
+            scores = model.reference_voter_.predict_proba(X)[:, 1]
             return middle - started, time.perf_counter() - started, scores
         q = verifier.embed(images)
         pairs = np.stack([np.broadcast_to(reference_embeddings, (len(q), 5, q.shape[1])),

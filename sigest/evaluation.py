@@ -90,7 +90,7 @@ def voting_scores(model, table, k, *, voting="soft", random_state=0):
     labels, writers = sets["label"].to_numpy(), sets["writer"].to_numpy()
     images, ink, index = _preprocessed(model, [item for row in rows for item in row])
     at = np.array([[index[item] for item in row] for row in rows])
-    X, first = _select(images, ink, at), _select(images, ink, at[:1])
+    X, first = ({"images": images, "ink": ink, "rows": rows} for rows in (at, at[:1]))
     voter = getattr(model, "reference_voter_", None)
     if voting == "normalized" and voter is not None:
         score = voter.predict_proba(X)[:, 1]

@@ -300,14 +300,15 @@ def fit_reference_voter(verifier, valid, images, *, ink=None, k=5, n_per_writer=
 
 def _reference_rows(table, images, ink, k, n_per_writer, random_state):
     """Rows (questioned, k references) of ``table``'s writers, at most ``n_per_writer`` genuine and as many skilled
-    questioned signatures each: (images (n, 1 + k, 1, H, W), or with ``ink`` the dict a voter takes; labels (n,))."""
+    questioned signatures each: (the voter's input ``{"images", "ink", "rows"}``, each image held once and the
+    rows (n, 1 + k) as positions in ``images``; labels (n,))."""
     if "_row" not in table.columns:
         table = table.assign(_row=table.index.to_numpy())
     sets = make_reference_sets(table[["writer", "genuine"]].assign(path=table["_row"].to_numpy()), k,
                                random_state=random_state)
     sets = sets.sample(frac=1.0, random_state=random_state).groupby(["writer", "label"]).head(n_per_writer)
-    X = _select(images, ink, sets[["questioned", *(f"ref_{i}" for i in range(1, k + 1))]].to_numpy(dtype=int))
-    return X, sets["label"].to_numpy()
+    rows = sets[["questioned", *(f"ref_{i}" for i in range(1, k + 1))]].to_numpy(dtype=int)
+    return {"images": images, "ink": ink, "rows": rows}, sets["label"].to_numpy()
 
 
 def _with_voter_threshold(voter, X, labels):

@@ -158,6 +158,50 @@ def embed_distinct(embed, images):
     return {name: value[number] for name, value in out.items()} if isinstance(out, dict) else out[number]
 
 
+class _Rows:
+    """Rows (questioned, ref_1, ..., ref_k) held as a pool of images and each row's positions in it.
+
+    An image shared by many rows, such as a writer's references in every row of its questioned
+    signatures, is held once: the rows are only gathered from the pool when an estimator that
+    cannot embed needs them as pairs.
+
+    Parameters
+    ----------
+    images : ndarray of shape (p, 1, H, W), float32
+    ink : ndarray of shape (p, m) or None
+    index : ndarray of shape (n, 1 + k), int
+        Row i is ``images[index[i]]``.
+    """
+
+    def __init__(self, images, ink, index):
+        self.images, self.ink, self.index = images, ink, index
+
+    @property
+    def shape(self):
+        """(n, 1 + k)."""
+        return self.index.shape
+
+    def image_rows(self):
+        """The rows' images, gathered: (n, 1 + k, 1, H, W)."""
+        return self.images[self.index]
+
+    def ink_rows(self):
+        """The rows' ink measures (n, 1 + k, m), or None."""
+        return None if self.ink is None else self.ink[self.index]
+
+    def embedded(self, embed):
+        """``embed`` of every image the rows use, each distinct image once, spread to the rows.
+
+        ``embed`` maps (m, 1, H, W) to (m, d) or to a dict of (m, ...) arrays; returns (n, 1 + k, d)
+        or the dict of (n, 1 + k, ...) arrays.
+        """
+        used, position = np.unique(self.index, return_inverse=True)
+        images = self.images if len(used) == len(self.images) else self.images[used]
+        out = embed_distinct(embed, images)
+        position = position.reshape(self.shape)
+        return {name: value[position] for name, value in out.items()} if isinstance(out, dict) else out[position]
+
+
 def pairs_to_targets(X, y):
     """Recover images and writer labels from labelled pairs, to train an embedder on duplets.
 
@@ -546,12 +590,35 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     @staticmethod
     def _check_rows(X):
-        """(images (n, 1 + k, 1, H, W), ink measures (n, 1 + k, m) or None)."""
-        X, ink = _split_ink(X)
-        X = _as_preprocessed(X, "(n, 1 + k, 1, H, W) rows (questioned, ref_1, ..., ref_k)")
-        if X.shape[1] < 2:
-            raise ValueError(f"each row needs a questioned signature and at least one reference, got {X.shape}")
-        return X, (None if ink is None else _checked_ink(ink, X.shape[:2], True))
+        """Checked input as :class:`_Rows`: rows of images (n, 1 + k, 1, H, W) (in a dict with their ink
+        (n, 1 + k, m)), or ``{"images": (p, 1, H, W), "ink": (p, m), "rows": (n, 1 + k)}``."""
+        if isinstance(X, dict) and "rows" in X:
+            images, ink = _split_ink(X)
+            images = np.asarray(images, dtype=np.float32)
+            index = np.asarray(X["rows"])
+            if images.ndim != 4:
+                raise ValueError(f"with 'rows', 'images' must be preprocessed images (p, 1, H, W), got shape "
+                                 f"{images.shape}")
+            if index.ndim != 2 or not np.issubdtype(index.dtype, np.integer):
+                raise ValueError(f"'rows' must be integer positions in 'images' of shape (n, 1 + k), got "
+                                 f"{index.dtype} of shape {index.shape}")
+            if index.size and (index.min() < 0 or index.max() >= len(images)):
+                raise ValueError(f"'rows' holds positions outside 0..{len(images) - 1}")
+            if ink is not None and np.shape(ink)[:1] != images.shape[:1]:
+                raise ValueError(f"ink measures of shape {np.shape(ink)} do not match {len(images)} images")
+            rows = _Rows(images, None if ink is None else np.asarray(ink, dtype=float), index)
+        else:
+            images, ink = _split_ink(X)
+            images = _as_preprocessed(images, "(n, 1 + k, 1, H, W) rows (questioned, ref_1, ..., ref_k), or a "
+                                              "dict of 'images' (p, 1, H, W) and 'rows' (n, 1 + k)")
+            n, m = images.shape[:2]
+            ink = None if ink is None else _checked_ink(ink, (n, m), True)
+            rows = _Rows(images.reshape(n * m, *images.shape[2:]), None if ink is None else ink.reshape(n * m, -1),
+                         np.arange(n * m).reshape(n, m))
+        if rows.shape[1] < 2:
+            raise ValueError(f"each row needs a questioned signature and at least one reference, got rows of "
+                             f"{rows.shape[1]} image(s)")
+        return rows
 
     @staticmethod
     def _as_pairs(X):
@@ -569,7 +636,9 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         ----------
         X : array-like of shape (n, 1 + k, 1, H, W), or dict
             Rows (questioned, ref_1, ..., ref_k); ``{"images": rows, "ink": (n, 1 + k, m)}`` to
-            compare ink (here or in the pair estimator).
+            compare ink (here or in the pair estimator); or each image once and the rows as its
+            positions, ``{"images": (p, 1, H, W), "ink": (p, m), "rows": (n, 1 + k)}`` (ink
+            optional), which holds a reference shared by many rows once.
         y : array-like of shape (n,), 1 genuine questioned signature, 0 forgery
 
         Returns
@@ -580,31 +649,41 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         unknown = set(self.extra_views) - set(EXTRA_VIEWS)
         if unknown:
             raise ValueError(f"extra_views must name views among {EXTRA_VIEWS}, got {sorted(unknown)}")
-        X, ink = self._check_rows(X)
+        rows = self._check_rows(X)
         y = np.asarray(y).astype(int)
+        if len(y) != rows.shape[0]:
+            raise ValueError(f"y has {len(y)} labels for {rows.shape[0]} rows")
         if isinstance(self.estimator, FrozenEstimator):  # fitting it is a no-op: skip copying every pair
             self.estimator_ = clone(self.estimator)
         else:
-            pairs = _with_ink(self._as_pairs(X), self._as_pairs(ink))
-            self.estimator_ = clone(self.estimator).fit(pairs, np.repeat(y, X.shape[1] - 1))
+            pairs = _with_ink(self._as_pairs(rows.image_rows()), self._as_pairs(rows.ink_rows()))
+            self.estimator_ = clone(self.estimator).fit(pairs, np.repeat(y, rows.shape[1] - 1))
         self.classes_ = np.array([0, 1])
-        self.n_references_ = X.shape[1] - 1
+        self.n_references_ = rows.shape[1] - 1
         if self.voting == "normalized":
             if set(np.unique(y)) != {0, 1}:
                 raise ValueError("voting='normalized' calibrates on rows of both labels, 0 (forgery) and 1 (genuine)")
-            self.calibrator_ = LogisticRegression(C=self.C).fit(self._scores(X, ink)[0], y)
+            self.calibrator_ = LogisticRegression(C=self.C).fit(self._scores(rows)[0], y)
         return self
 
-    def reference_probabilities(self, X):
-        """Genuine probability of the questioned signature against each reference: (n, k)."""
+    def _checked_rows(self, X):
+        """:meth:`_check_rows` of a fitted voter, refusing images of another shape than the estimator saw."""
         check_is_fitted(self)
-        X, ink = self._check_rows(X)
-        _check_image_shape(self.estimator_, X.shape[2:])
-        n, m = X.shape[:2]
+        rows = self._check_rows(X)
+        _check_image_shape(self.estimator_, rows.images.shape[1:])
+        return rows
+
+    def reference_probabilities(self, X):
+        """Genuine probability of the questioned signature against each reference: (n, k).
+
+        ``X`` as in :meth:`fit`.
+        """
+        rows = self._checked_rows(X)
+        n, m = rows.shape
         if not _embeds(self.estimator_):
-            pairs = _with_ink(self._as_pairs(X), self._as_pairs(ink))
+            pairs = _with_ink(self._as_pairs(rows.image_rows()), self._as_pairs(rows.ink_rows()))
             return self.estimator_.predict_proba(pairs)[:, 1].reshape(n, m - 1)
-        return self._pair_probabilities(self._embedded_rows(X), ink)
+        return self._pair_probabilities(rows.embedded(self.estimator_.embed), rows.ink_rows())
 
     def _pair_probabilities(self, E, ink):
         """The pair estimator's genuine probability of each (reference, questioned) pair of embedded rows.
@@ -615,42 +694,33 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         pairs = np.stack([E[:, 1:], np.repeat(E[:, :1], m - 1, axis=1)], axis=2).reshape(n * (m - 1), 2, -1)
         return _proba_from_embeddings(self.estimator_, pairs, self._as_pairs(ink)).reshape(n, m - 1)
 
-    def _embedded_rows(self, X):
-        """Embeddings of the rows, (n, 1 + k, d), each distinct image embedded once."""
-        n, m = X.shape[:2]
-        return embed_distinct(self.estimator_.embed, X.reshape(n * m, *X.shape[2:])).reshape(n, m, -1)
-
     def distance_ratio(self, X):
         """Mean questioned-to-reference distance over the references' mean mutual distance: (n,).
 
         Parameters
         ----------
-        X : array-like of shape (n, 1 + k, 1, H, W), k >= 2
+        X : array-like of shape (n, 1 + k, 1, H, W), k >= 2, or dict as in :meth:`fit`
         """
         check_is_fitted(self)
-        return self._ratio(self._check_rows(X)[0])
+        rows = self._check_rows(X)
+        self._check_ratio_rows(rows)
+        return _distance_ratio(rows.embedded(self.estimator_.embed))
 
-    def _ratio(self, X):
-        """:meth:`distance_ratio` of checked rows (n, 1 + k, 1, H, W)."""
-        self._check_ratio_rows(X)
-        return _distance_ratio(self._embedded_rows(X))
-
-    def _check_ratio_rows(self, X):
-        if X.shape[1] < 3 or not _embeds(self.estimator_):
+    def _check_ratio_rows(self, rows):
+        if rows.shape[1] < 3 or not _embeds(self.estimator_):
             raise ValueError("the distance ratio needs an estimator that embeds and at least 2 references per row")
         if self.extra_views and not hasattr(self.estimator_, "embed_views"):
             raise ValueError("extra_views need an estimator with embed_views (LogisticSiameseRegression); "
                              "set extra_views=() to score by the embedding alone")
 
-    def _row_views(self, X):
-        """The views of checked rows (n, 1 + k, 1, H, W), each distinct image embedded once: {"embedding":
-        (n, 1 + k, d), then each of ``extra_views``: (n, 1 + k, ...)}."""
-        self._check_ratio_rows(X)
-        n, m = X.shape[:2]
-        images = X.reshape(n * m, *X.shape[2:])
-        views = (embed_distinct(self.estimator_.embed_views, images) if self.extra_views
-                 else {"embedding": embed_distinct(self.estimator_.embed, images)})
-        return {name: views[name].reshape(n, m, *views[name].shape[1:]) for name in ("embedding", *self.extra_views)}
+    def _row_views(self, rows):
+        """The views of :class:`_Rows`, each distinct image embedded once: {"embedding": (n, 1 + k, d), then
+        each of ``extra_views``: (n, 1 + k, ...)}."""
+        self._check_ratio_rows(rows)
+        if not self.extra_views:
+            return {"embedding": rows.embedded(self.estimator_.embed)}
+        views = rows.embedded(self.estimator_.embed_views)
+        return {name: views[name] for name in ("embedding", *self.extra_views)}
 
     @staticmethod
     def _log_ratios(views):
@@ -661,14 +731,15 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             columns.append(np.mean([np.log(np.maximum(_distance_ratio(part), 1e-6)) for part in parts], axis=0))
         return np.column_stack(columns)
 
-    def _scores(self, X, ink):
-        """The calibration's inputs of checked rows and ink: (n, 1 + v) log distance ratios (embedding, extra
-        views), then the ink differences; and the views (:meth:`_row_views`) they came from."""
-        views = self._row_views(X)
+    def _scores(self, rows):
+        """The calibration's inputs of :class:`_Rows`: (n, 1 + v) log distance ratios (embedding, extra views),
+        then the ink differences; and the views (:meth:`_row_views`) they came from."""
+        views = self._row_views(rows)
         log_ratios = self._log_ratios(views)
         if not self.compare_ink:
             return log_ratios, views
-        return np.column_stack([log_ratios, ink_difference(_checked_ink(ink, X.shape[:2], True))]), views
+        ink = _checked_ink(rows.ink_rows(), rows.shape, True)
+        return np.column_stack([log_ratios, ink_difference(ink)]), views
 
     def reference_votes(self, per_reference):
         """Each reference's decision (1 genuine) from its probability: the pair estimator's ``predict`` rule.
@@ -694,11 +765,9 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     def _calibrated(self, X):
         """``voting="normalized"``: (calibrated genuine probability (n,), the rows' views, their ink or None)."""
-        check_is_fitted(self)
-        X, ink = self._check_rows(X)
-        _check_image_shape(self.estimator_, X.shape[2:])
-        scores, views = self._scores(X, ink)
-        return self.calibrator_.predict_proba(scores)[:, 1], views, ink
+        rows = self._checked_rows(X)
+        scores, views = self._scores(rows)
+        return self.calibrator_.predict_proba(scores)[:, 1], views, rows.ink_rows()
 
     def predict_proba(self, X):
         """Combined probabilities of shape (n, 2): column 1 genuine (mean probability, vote share or calibrated)."""

@@ -340,6 +340,39 @@ def test_verify_gives_the_probability_and_the_evidence_from_one_embedding(voter_
         assert per_reference.shape == (8, 3)
 
 
+def test_voter_takes_each_image_once_and_the_rows_as_positions(voter_rows):
+    clf, rows, labels = voter_rows  # 8 rows (questioned, the same 3 references)
+    pool = np.concatenate([rows[:, 0], rows[0, 1:]])  # the 8 questioned, then the 3 references
+    index = np.column_stack([np.arange(8), np.tile(8 + np.arange(3), (8, 1))])
+    ink = np.random.default_rng(0).uniform(500, 1500, size=(11, 2))
+    as_rows, as_pool = {"images": rows, "ink": ink[index]}, {"images": pool, "ink": ink, "rows": index}
+    for voting in ("soft", "hard", "normalized"):
+        voter = VotingVerifier(FrozenEstimator(clf), voting=voting, compare_ink=True).fit(as_pool, labels)
+        same = VotingVerifier(FrozenEstimator(clf), voting=voting, compare_ink=True).fit(as_rows, labels)
+        np.testing.assert_allclose(voter.predict_proba(as_pool), same.predict_proba(as_rows), rtol=1e-5)
+        np.testing.assert_allclose(voter.reference_probabilities(as_pool), same.reference_probabilities(as_rows),
+                                   rtol=1e-5)
+    calls = []
+    with pytest.MonkeyPatch.context() as patch:
+        original = clf.embed_views
+        patch.setattr(clf, "embed_views", lambda images: calls.append(len(images)) or original(images))
+        voter.predict_proba({**as_pool, "images": np.concatenate([pool, pool[:5]]), "ink": np.tile(ink, (2, 1))[:16]})
+    assert calls == [11]  # images the rows do not use are not embedded
+    head = LogisticSiameseRegression(FrozenEstimator(clf.embedder_))  # fitted on the rows' pairs, either form
+    np.testing.assert_allclose(VotingVerifier(head).fit({"images": pool, "rows": index}, labels).estimator_
+                               .classifier_.coef_, VotingVerifier(head).fit(rows, labels).estimator_.classifier_.coef_)
+    with pytest.raises(ValueError, match="outside 0..10"):
+        voter.predict_proba({**as_pool, "rows": index + 1})
+    with pytest.raises(ValueError, match="integer positions"):
+        voter.predict_proba({**as_pool, "rows": index.astype(float)})
+    with pytest.raises(ValueError, match=r"\(p, 1, H, W\)"):
+        voter.predict_proba({**as_pool, "images": rows})
+    with pytest.raises(ValueError, match="do not match 11 images"):
+        voter.predict_proba({**as_pool, "ink": ink[:5]})
+    with pytest.raises(ValueError, match="4 labels for 8 rows"):
+        voter.fit(as_pool, labels[:4])
+
+
 def test_normalized_voting_can_compare_the_amount_of_ink(voter_rows):
     clf, rows, labels = voter_rows
     ink = np.full((8, 4, 2), 1000.0)  # ink pixels and stroke width of each image
