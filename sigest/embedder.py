@@ -335,7 +335,7 @@ class SiameseEmbedder(NeuralNet):
         if X.ndim == 5:
             n, k = X.shape[:2]
             return self.transform(X.reshape(n * k, *X.shape[2:])).reshape(n, k, -1)
-        return self.forward(Dataset(X, None), training=False).numpy()
+        return self._infer(X, lambda module, batch: {"embedding": module(batch)})["embedding"]
 
     def transform_views(self, X):
         """Every view of :meth:`sigest.nn.SiameseResNet.views`, batch by batch, without gradients.
@@ -350,14 +350,24 @@ class SiameseEmbedder(NeuralNet):
             ``"embedding"`` (n, embedding_dim), equal to :meth:`transform`'s; ``"penultimate"``
             (n, C_penultimate); ``"strips"`` (n, n_strips, embedding_dim). Unit-norm rows.
         """
-        self.check_is_fitted()
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 4:
             raise ValueError(f"expected images (n, 1, H, W), got shape {X.shape}")
+        return self._infer(X, lambda module, batch: module.views(batch))
+
+    def _infer(self, X, outputs):
+        """``outputs(module, batch)`` (a dict of tensors) over images (n, 1, H, W) in batches, concatenated.
+
+        Runs without gradients on the module's inference copy (``module_.for_inference()``, batch
+        norms folded, when the module has one; else ``module_`` in eval mode), leaving torch's
+        global RNG as it was (the data loader draws from it).
+        """
+        self.check_is_fitted()
         self._set_training(False)
+        module = self.module_.for_inference() if hasattr(self.module_, "for_inference") else self.module_
         parts = {}
-        with torch.no_grad():
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
             for Xi, _ in self.get_iterator(Dataset(X, None), training=False):
-                for name, value in self.module_.views(Xi.to(self.device)).items():
+                for name, value in outputs(module, Xi.to(self.device)).items():
                     parts.setdefault(name, []).append(value.cpu())
         return {name: torch.cat(values).numpy() for name, values in parts.items()}

@@ -8,6 +8,7 @@ from sigest.nn import (
     SpatialAttention,
     SupConLoss,
     TripletLoss,
+    fold_batch_norms,
     get_backbone,
     get_loss,
     identity_labels,
@@ -121,6 +122,28 @@ def test_siamese_resnet_views_come_from_one_pass_each_whitened_by_its_own_map():
     torch.testing.assert_close(fresh.views(x)["penultimate"], views["penultimate"])
     with pytest.raises(ValueError, match="view whitening must be of shape"):
         net.set_view_whitening(torch.eye(3))
+
+
+@pytest.mark.parametrize("backbone", ["resnet_tiny", "resnet50"])  # BasicBlock; Bottleneck
+def test_inference_copy_folds_every_batch_norm_and_gives_the_same_views(backbone):
+    torch.manual_seed(0)
+    net = SiameseResNet(backbone, embedding_dim=8)
+    net.train()(torch.rand(6, 1, 64, 96))  # running statistics away from 0 and 1
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            nn.init.uniform_(module.weight, 0.5, 2.0)
+            nn.init.uniform_(module.bias, -0.5, 0.5)
+    net.eval()
+    folded = net.for_inference()
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules()) and not folded.training
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) > 0  # the network itself keeps them
+    x = torch.rand(3, 1, 64, 96)
+    with torch.no_grad():
+        expected, got = net.views(x), folded.views(x)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batch_norms(SiameseResNet("resnet_tiny").train())
 
 
 def test_gradients_flow_through_attention():

@@ -2,7 +2,7 @@
 
 from .attention import SpatialAttention
 from .augment import SignatureAugment
-from .backbones import Backbone, resnet_tiny
+from .backbones import Backbone, fold_batch_norms, resnet_tiny
 from .losses import ArcFaceLoss, ProxyAnchorLoss, SupConLoss, TripletLoss, identity_labels
 from .registry import (
     get_attention,
@@ -27,6 +27,7 @@ __all__ = [
     "SignatureAugment",
     "SpatialAttention",
     "TripletLoss",
+    "fold_batch_norms",
     "get_attention",
     "get_backbone",
     "get_loss",

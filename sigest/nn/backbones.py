@@ -1,12 +1,13 @@
 """ResNet backbones as a stem and four stages, built from torchvision without downloading weights."""
 
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models import resnet18, resnet34, resnet50
-from torchvision.models.resnet import BasicBlock
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from .registry import register_backbone
 
-__all__ = ["Backbone", "resnet_tiny"]
+__all__ = ["Backbone", "fold_batch_norms", "resnet_tiny"]
 
 
 class Backbone(nn.Module):
@@ -96,3 +97,41 @@ def resnet_tiny(in_channels=1, widths=(16, 32, 64, 128)):
         stages.append(_stage(previous, width, 1 if i == 0 else 2))
         previous = width
     return Backbone(stem, stages, widths)
+
+
+def fold_batch_norms(module):
+    """Fold every batch norm that directly follows a convolution into it, in place; for inference only.
+
+    In eval mode a batch norm is a fixed per-channel affine map, so ``bn(conv(x))`` is one
+    convolution with rescaled weights and a bias: the same output up to float rounding, one pass
+    less over each feature map. Folded are the convolution -> batch norm pairs of
+    ``nn.Sequential`` containers (the stems, torchvision's ``downsample``) and of torchvision's
+    ``BasicBlock`` and ``Bottleneck`` (``conv1``/``bn1``, ...), where the order of application
+    is known; each folded batch norm becomes ``nn.Identity``.
+
+    Parameters
+    ----------
+    module : nn.Module
+        In eval mode (a batch norm in training mode normalises by the batch, which no fixed map does).
+
+    Returns
+    -------
+    module : nn.Module
+        The same module, folded.
+    """
+    if module.training:
+        raise ValueError("fold batch norms of a module in eval mode only (module.eval())")
+    for parent in module.modules():
+        if isinstance(parent, nn.Sequential):
+            names = list(parent._modules)
+            pairs = zip(names, names[1:])
+        elif isinstance(parent, (BasicBlock, Bottleneck)):
+            pairs = [(f"conv{i}", f"bn{i}") for i in (1, 2, 3) if hasattr(parent, f"conv{i}")]
+        else:
+            continue
+        for conv, norm in pairs:
+            conv_layer, norm_layer = getattr(parent, conv), getattr(parent, norm)
+            if isinstance(conv_layer, nn.Conv2d) and isinstance(norm_layer, nn.BatchNorm2d):
+                setattr(parent, conv, fuse_conv_bn_eval(conv_layer, norm_layer))
+                setattr(parent, norm, nn.Identity())
+    return module
