@@ -39,7 +39,7 @@ def score_pairs(model, references, questioned):
     verifier = model[-1]
     if _embeds(verifier):
         return _proba_from_embeddings(verifier, verifier.embed(images)[at], None if ink is None else ink[at])
-    return verifier.predict_proba(_select(images, ink, at))[:, 1]
+    return verifier.predict_proba(_select(images, ink, at))[:, 1]  # any pair classifier: the pairs themselves
 
 
 def choose_threshold(y_true, scores):

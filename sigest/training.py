@@ -24,7 +24,7 @@ from .datasets import check_writers, make_pairs, make_reference_sets, qualified_
 from .embedder import SiameseEmbedder, embedding_targets
 from .nn import within_writer_whitening
 from .preprocessing import PreprocessImage
-from .verification import LogisticSiameseRegression, VotingVerifier, _select
+from .verification import LogisticSiameseRegression, VotingVerifier
 
 __all__ = ["verifier_pipeline", "make_verifier", "train_siamese_model", "fit_whitening", "fit_pair_head",
            "fit_reference_voter", "train_verifier", "calibrate"]
@@ -248,7 +248,7 @@ def fit_pair_head(embedder, valid, images, *, ink=None, n_per_writer=40, random_
                                         random_state=random_state)
     verifier = LogisticSiameseRegression(FrozenEstimator(embedder), compare_ink=ink is not None,
                                          random_state=random_state)
-    verifier.fit(_select(images, ink, head_rows), head_labels)
+    verifier.fit({"images": images, "ink": ink, "rows": head_rows}, head_labels)  # each image held once
     return verifier.set_params(threshold=_pair_threshold(verifier, valid, images, ink))
 
 

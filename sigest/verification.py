@@ -202,6 +202,31 @@ class _Rows:
         return {name: value[position] for name, value in out.items()} if isinstance(out, dict) else out[position]
 
 
+def _as_rows(X, expected):
+    """Estimator input as :class:`_Rows`: rows of images of shape ``expected`` (n, m, 1, H, W), alone or in a
+    dict with their ink (n, m, k); or each image once and the rows as positions,
+    ``{"images": (p, 1, H, W), "ink": (p, k), "rows": (n, m)}`` (ink optional)."""
+    images, ink = _split_ink(X)
+    if not (isinstance(X, dict) and "rows" in X):
+        images = _as_preprocessed(images, f"{expected}, or a dict of 'images' (p, 1, H, W) and 'rows' (n, m)")
+        n, m = images.shape[:2]
+        ink = None if ink is None else _checked_ink(ink, (n, m), True)
+        return _Rows(images.reshape(n * m, *images.shape[2:]), None if ink is None else ink.reshape(n * m, -1),
+                     np.arange(n * m).reshape(n, m))
+    images = np.asarray(images, dtype=np.float32)
+    index = np.asarray(X["rows"])
+    if images.ndim != 4:
+        raise ValueError(f"with 'rows', 'images' must be preprocessed images (p, 1, H, W), got shape {images.shape}")
+    if index.ndim != 2 or not np.issubdtype(index.dtype, np.integer):
+        raise ValueError(f"'rows' must be integer positions in 'images' of shape (n, m), got {index.dtype} of "
+                         f"shape {index.shape}")
+    if index.size and (index.min() < 0 or index.max() >= len(images)):
+        raise ValueError(f"'rows' holds positions outside 0..{len(images) - 1}")
+    if ink is not None and np.shape(ink)[:1] != images.shape[:1]:
+        raise ValueError(f"ink measures of shape {np.shape(ink)} do not match {len(images)} images")
+    return _Rows(images, None if ink is None else np.asarray(ink, dtype=float), index)
+
+
 def pairs_to_targets(X, y):
     """Recover images and writer labels from labelled pairs, to train an embedder on duplets.
 
@@ -364,13 +389,14 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         return _image_pair_tags(super().__sklearn_tags__())
 
     def _check_pairs(self, X):
-        """(images (n_pairs, 2, 1, H, W), ink measures (n_pairs, 2, m) or None)."""
-        X, ink = _split_ink(X)
-        X = _as_preprocessed(X, "(n_pairs, 2, 1, H, W)")
-        if X.shape[1] != 2:
-            raise ValueError(f"expected pairs (n_pairs, 2, 1, H, W), got {X.shape}")
-        _check_image_shape(self, X.shape[2:])
-        return X, _checked_ink(ink, X.shape[:2], self.compare_ink)
+        """Checked pairs as :class:`_Rows` of width 2 (reference, questioned)."""
+        rows = _as_rows(X, "(n_pairs, 2, 1, H, W)")
+        if rows.shape[1] != 2:
+            raise ValueError(f"expected pairs (reference, questioned), got rows of {rows.shape[1]} image(s)")
+        _check_image_shape(self, rows.images.shape[1:])
+        if self.compare_ink:
+            _checked_ink(rows.ink_rows(), rows.shape, True)
+        return rows
 
     def fit(self, X, y):
         """Fit the embedder if needed, then the logistic regression.
@@ -379,7 +405,9 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         ----------
         X : array-like of shape (n_pairs, 2, 1, H, W), or dict
             Preprocessed (reference, questioned) pairs; with ``compare_ink``,
-            ``{"images": pairs, "ink": (n_pairs, 2, m)}``.
+            ``{"images": pairs, "ink": (n_pairs, 2, m)}``. Or each image once and the pairs as
+            positions: ``{"images": (p, 1, H, W), "ink": (p, m), "rows": (n_pairs, 2)}`` (ink
+            optional), as :class:`VotingVerifier` takes rows.
         y : array-like of shape (n_pairs,)
             1 if the questioned signature is a genuine signature of the reference's writer, 0 if
             it is a forgery.
@@ -390,15 +418,17 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         """
         self._validate_params()
         self.__dict__.pop("input_shape_", None)
-        X, ink = self._check_pairs(X)
+        pairs = self._check_pairs(X)
         y = _check_pair_labels(y)
+        if len(y) != pairs.shape[0]:
+            raise ValueError(f"y has {len(y)} labels for {pairs.shape[0]} pairs")
         embedder = self.embedder if self.embedder is not None else SiameseEmbedder(random_state=self.random_state)
         if isinstance(embedder, FrozenEstimator):
             self.embedder_ = embedder.estimator
         elif _is_fitted_net(embedder) and not self.fine_tune:
             self.embedder_ = embedder
         else:
-            images, targets = pairs_to_targets(X, y)
+            images, targets = pairs_to_targets(pairs.image_rows(), y)
             if _is_fitted_net(embedder):
                 self.embedder_ = clone(embedder).initialize()
                 self.embedder_.module_.load_state_dict(embedder.module_.state_dict())
@@ -406,9 +436,9 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
             else:
                 self.embedder_ = clone(embedder).fit(images, targets)
         self.classifier_ = LogisticRegression(C=self.C, max_iter=1000, random_state=self.random_state)
-        self.classifier_.fit(self._head_inputs(self._embed_pairs(X), ink), y)
+        self.classifier_.fit(self._pair_features(pairs), y)
         self.classes_ = self.classifier_.classes_
-        self.input_shape_ = tuple(X.shape[2:])
+        self.input_shape_ = tuple(pairs.images.shape[1:])
         return self
 
     def embed(self, X):
@@ -430,10 +460,6 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         return self.embedder_.transform_views(_split_ink(X)[0])
 
-    def _embed_pairs(self, X):
-        """(n_pairs, 2, 1, H, W) -> (n_pairs, 2, d), an image shared by several pairs embedded once."""
-        return embed_distinct(self.embedder_.transform, X.reshape(-1, *X.shape[2:])).reshape(len(X), 2, -1)
-
     def _head_inputs(self, embeddings, ink):
         """The logistic regression's input: :func:`pair_features`, then ``ink_scaling`` x the ink differences."""
         features = pair_features(embeddings)
@@ -448,10 +474,14 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         ink = _checked_ink(ink, embeddings.shape[:2], self.compare_ink)
         return self.classifier_.predict_proba(self._head_inputs(embeddings, ink))[:, 1]
 
+    def _pair_features(self, pairs):
+        """The logistic regression's input for checked pairs (:class:`_Rows`), each distinct image embedded once."""
+        ink = pairs.ink_rows() if self.compare_ink else None
+        return self._head_inputs(pairs.embedded(self.embedder_.transform), ink)
+
     def _features(self, X):
         check_is_fitted(self)
-        X, ink = self._check_pairs(X)
-        return self._head_inputs(self._embed_pairs(X), ink)
+        return self._pair_features(self._check_pairs(X))
 
     def decision_function(self, X):
         """Log-odds that the questioned signature is genuine: (n_pairs, 2, 1, H, W) -> (n_pairs,)."""
@@ -592,29 +622,7 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def _check_rows(X):
         """Checked input as :class:`_Rows`: rows of images (n, 1 + k, 1, H, W) (in a dict with their ink
         (n, 1 + k, m)), or ``{"images": (p, 1, H, W), "ink": (p, m), "rows": (n, 1 + k)}``."""
-        if isinstance(X, dict) and "rows" in X:
-            images, ink = _split_ink(X)
-            images = np.asarray(images, dtype=np.float32)
-            index = np.asarray(X["rows"])
-            if images.ndim != 4:
-                raise ValueError(f"with 'rows', 'images' must be preprocessed images (p, 1, H, W), got shape "
-                                 f"{images.shape}")
-            if index.ndim != 2 or not np.issubdtype(index.dtype, np.integer):
-                raise ValueError(f"'rows' must be integer positions in 'images' of shape (n, 1 + k), got "
-                                 f"{index.dtype} of shape {index.shape}")
-            if index.size and (index.min() < 0 or index.max() >= len(images)):
-                raise ValueError(f"'rows' holds positions outside 0..{len(images) - 1}")
-            if ink is not None and np.shape(ink)[:1] != images.shape[:1]:
-                raise ValueError(f"ink measures of shape {np.shape(ink)} do not match {len(images)} images")
-            rows = _Rows(images, None if ink is None else np.asarray(ink, dtype=float), index)
-        else:
-            images, ink = _split_ink(X)
-            images = _as_preprocessed(images, "(n, 1 + k, 1, H, W) rows (questioned, ref_1, ..., ref_k), or a "
-                                              "dict of 'images' (p, 1, H, W) and 'rows' (n, 1 + k)")
-            n, m = images.shape[:2]
-            ink = None if ink is None else _checked_ink(ink, (n, m), True)
-            rows = _Rows(images.reshape(n * m, *images.shape[2:]), None if ink is None else ink.reshape(n * m, -1),
-                         np.arange(n * m).reshape(n, m))
+        rows = _as_rows(X, "(n, 1 + k, 1, H, W) rows (questioned, ref_1, ..., ref_k)")
         if rows.shape[1] < 2:
             raise ValueError(f"each row needs a questioned signature and at least one reference, got rows of "
                              f"{rows.shape[1]} image(s)")

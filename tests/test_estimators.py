@@ -373,6 +373,24 @@ def test_voter_takes_each_image_once_and_the_rows_as_positions(voter_rows):
         voter.fit(as_pool, labels[:4])
 
 
+def test_pair_classifier_takes_each_image_once_and_the_pairs_as_positions(voter_rows):
+    clf, rows, _ = voter_rows
+    pool = np.concatenate([rows[:, 0], rows[0, 1:]])  # 11 distinct images
+    index = np.random.default_rng(0).integers(0, 11, size=(30, 2))
+    y = np.arange(30) % 2
+    ink = np.random.default_rng(1).uniform(500, 1500, size=(11, 2))
+    as_pool, as_pairs = {"images": pool, "ink": ink, "rows": index}, {"images": pool[index], "ink": ink[index]}
+    head = LogisticSiameseRegression(FrozenEstimator(clf.embedder_), compare_ink=True, random_state=0)
+    pooled, paired = clone(head).fit(as_pool, y), clone(head).fit(as_pairs, y)
+    np.testing.assert_allclose(pooled.classifier_.coef_, paired.classifier_.coef_, rtol=1e-5)
+    np.testing.assert_allclose(pooled.predict_proba(as_pool), paired.predict_proba(as_pairs), rtol=1e-5)
+    assert pooled.input_shape_ == paired.input_shape_ == pool.shape[1:]
+    with pytest.raises(ValueError, match="expected pairs"):
+        pooled.predict_proba({**as_pool, "rows": np.column_stack([index, index[:, :1]])})
+    with pytest.raises(ValueError, match="needs the images' ink measures"):
+        pooled.predict_proba({"images": pool, "rows": index})
+
+
 def test_normalized_voting_can_compare_the_amount_of_ink(voter_rows):
     clf, rows, labels = voter_rows
     ink = np.full((8, 4, 2), 1000.0)  # ink pixels and stroke width of each image
