@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Train several benchmarks/recipe.py runs at once on one GPU machine, then score each with benchmarks/views.py.
+#
+#   bash benchmarks/device_sweep.sh CACHE.npz RUNS.txt [SECONDS]
+#
+# RUNS.txt holds one run a line, "NAME recipe.py-arguments", e.g.
+#   tiny_f0_s0 --folds 0 --seeds 0 --size 200 300 --backbone resnet_tiny --lr 3e-3 --epochs 35 --patience 12
+# Every run starts at once on the same GPU (--device ${DEVICE:-cuda}); each stops training after the epoch that
+# passes SECONDS (default 420, recipe.py --time-limit) so that training and scoring end inside one device call
+# of at most 10 minutes. Each writes NAME.pt (recipe.py --save) and NAME.log; then views.py scores every run that
+# finished (k = 5 references with ink, and single pairs, per data set). Into $OUT (a temporary folder when unset):
+# sweep.tar.gz (logs, views.txt, the .pt files of runs of at most 4 MB) and views.txt.
+#
+# On the device machine its Python lacks skorch and pytorch-metric-learning: carry a folder .whl of their wheels
+# (with tqdm and safetensors) beside the cache; the script installs them when skorch is missing. Example call:
+#   run(command="bash benchmarks/device_sweep.sh .cache_data/all_200x300.npz .cache_data/runs.txt",
+#       carry=[".cache_data/all_200x300.npz", ".cache_data/runs.txt", ".whl"], timeout_s=600)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+cache=$1 runs=$2 seconds=${3:-420}
+OUT=${OUT:-$(mktemp -d)}
+work=$(mktemp -d)
+if ! python3 -c "import skorch" 2>/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        || exit 1
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+threads=$(( $(nproc) / $(grep -c . "$runs") ))
+while read -r name arguments; do
+    [ -z "$name" ] && continue
+    OMP_NUM_THREADS=$(( threads > 0 ? threads : 1 )) python3 benchmarks/recipe.py "$cache" $arguments \
+        --device "${DEVICE:-cuda}" --time-limit "$seconds" --save "$work/$name.pt" > "$work/$name.log" 2>&1 &
+done < "$runs"
+wait
+finished=$(ls "$work"/*.pt 2>/dev/null)
+echo "finished runs: $(echo $finished | wc -w) of $(grep -c . "$runs")"
+[ -n "$finished" ] && python3 benchmarks/views.py "$cache" $finished > "$work/views.txt" 2>&1
+tail -n 40 "$work/views.txt"
+cp "$work/views.txt" "$OUT/" 2>/dev/null
+(cd "$work" && tar czf "$OUT/sweep.tar.gz" *.log views.txt $(find . -name '*.pt' -size -4M -printf '%f '))
+echo "wrote $OUT/sweep.tar.gz"
