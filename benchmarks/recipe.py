@@ -331,6 +331,8 @@ def main():
                          if f"k{args.k}_normalised_ink_EER" in r else "")
                       + f" | best ep {r['best_epoch']}/{r['epochs']} {r['train_s']:.0f}s {r['images_per_s']:.0f} img/s",
                       flush=True)
+    if not rows:  # --folds -1: trained on every writer, nothing to test
+        return
     frame = pd.DataFrame(rows)
     columns = [c for c in ("EER", "EER_writer", "AUC", *(f"k{args.k}_{v}_{m}" for m in ("EER", "acc")
                                                             for v in ("raw", "normalised", "normalised_ink")))
