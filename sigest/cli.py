@@ -189,39 +189,47 @@ def cmd_calibrate(args):
 
 
 def cmd_verify(args):
+    from joblib import Parallel, delayed
+
     from .preprocessing import read_grayscale
-    from .seed_api import vote_preprocessed
+    from .seed_api import vote_rows
 
     if args.report:
         check_output_file(args.report)
+        if len(args.questioned) > 1:
+            raise CommandError("--report draws one questioned signature: give a single --questioned")
     model = _load_model(args.model)
-    paths = [args.questioned, *args.reference]
-    row = np.empty((1, len(paths)), dtype=object)
-    row[0] = [read_grayscale(path) for path in paths]  # decoded once; errors name the file
+    n, k = len(args.questioned), len(args.reference)
+    paths = [*args.questioned, *args.reference]
+    items = np.empty(len(paths), dtype=object)
+    items[:] = Parallel(n_jobs=-1, prefer="threads")(delayed(read_grayscale)(path) for path in paths)  # errors name the file
     voting = args.voting
     if voting == "auto":
         has_voter = getattr(model, "reference_voter_", None) is not None
-        voting = "normalized" if has_voter and len(args.reference) >= 3 else "soft"
-    if voting == "normalized" and len(args.reference) < 2:
+        voting = "normalized" if has_voter and k >= 3 else "soft"
+    if voting == "normalized" and k < 2:
         raise CommandError("--voting normalized needs at least 2 --reference images")
-    X = model[:-1].transform(row)  # preprocessed once, for the verdict and the report
+    model[0].set_params(n_jobs=-1)  # threads on every core when there are many images
+    X = model[:-1].transform(items)  # each image preprocessed once, for every verdict and the report
+    X = X if isinstance(X, dict) else {"images": X}
+    rows = np.column_stack([np.arange(n), np.tile(n + np.arange(k), (n, 1))])  # (questioned i, the references)
     try:
-        label, probability, per_reference = vote_preprocessed(model, X, voting=voting)
+        labels, probabilities, per_reference = vote_rows(model, {**X, "rows": rows}, voting=voting)
     except ValueError as exc:
         if voting != "normalized":
             raise
         raise CommandError(f"{exc}; use --voting soft") from None
     threshold = model.reference_voter_.threshold if voting == "normalized" else model[-1].threshold
-    verdict = "GENUINE" if label == 1 else "FORGED"
     if args.report:
         from .plotting import plot_verification
 
-        images, ink = (X["images"][0], X["ink"][0]) if isinstance(X, dict) else (X[0], None)
-        plot_verification(images[0, 0], images[1:, 0], per_reference, probability, threshold, args.report,
-                          names=[Path(p).name for p in paths], ink=ink)
-    print(f"{verdict} probability_genuine={probability:.4f} threshold={threshold:.4f} voting={voting} "
-          f"per_reference={np.round(per_reference, 4).tolist()}")
-    return EXIT_GENUINE if label == 1 else EXIT_FORGED
+        images = X["images"][:, 0]  # the one questioned image, then the references
+        plot_verification(images[0], images[1:], per_reference[0], probabilities[0], threshold, args.report,
+                          names=[Path(p).name for p in paths], ink=X.get("ink"))
+    for path, label, probability, evidence in zip(args.questioned, labels, probabilities, per_reference):
+        print(f"{'GENUINE' if label == 1 else 'FORGED'} probability_genuine={probability:.4f} threshold={threshold:.4f} "
+              f"voting={voting} per_reference={np.round(evidence, 4).tolist()} questioned={path}")
+    return EXIT_GENUINE if labels.all() else EXIT_FORGED
 
 
 def cmd_demo(args):
@@ -340,11 +348,13 @@ def build_parser():
                                                            "(default %(default)s)")
     calibrate.set_defaults(func=cmd_calibrate)
 
-    verify = sub.add_parser("verify", help="verify a questioned signature against genuine references")
+    verify = sub.add_parser("verify", help="verify questioned signatures against genuine references")
     verify.add_argument("model", nargs="?", default="sigest-base",
                         help="model file written by 'sigest train', or a shipped model's name (default %(default)s)")
     verify.add_argument("--reference", nargs="+", required=True, help="genuine reference images")
-    verify.add_argument("--questioned", required=True, help="the questioned image")
+    verify.add_argument("--questioned", nargs="+", required=True,
+                        help="the questioned image(s), each verified against all the references: a line each; exit "
+                             "status 0 when every one is genuine, 1 when any is forged")
     verify.add_argument("--voting", choices=["auto", "soft", "hard", "normalized"], default="auto",
                         help="normalized: the distance to the references over their own spread, calibrated on "
                              "validation writers (needs 2+ references and a model that holds it); soft: mean pair "

@@ -6,7 +6,8 @@ from sklearn.frozen import FrozenEstimator
 from .training import make_verifier, train_siamese_model
 from .verification import VotingVerifier
 
-__all__ = ["train_siamese_model", "train_model", "get_predictions_for_single", "perform_voting", "vote_preprocessed"]
+__all__ = ["train_siamese_model", "train_model", "get_predictions_for_single", "perform_voting", "vote_preprocessed",
+           "vote_rows"]
 
 
 def train_model(X, y, **verifier_params):
@@ -94,6 +95,31 @@ def vote_preprocessed(model, X, *, voting="soft"):
     label, probability, per_reference
         As :func:`perform_voting` returns them.
     """
+    labels, probabilities, per_reference = vote_rows(model, X, voting=voting)
+    return int(labels[0]), float(probabilities[0]), per_reference[0]
+
+
+def vote_rows(model, X, *, voting="soft"):
+    """:func:`perform_voting` on many rows the model's preprocessing has already turned into arrays.
+
+    Parameters
+    ----------
+    model : sklearn.pipeline.Pipeline
+        As in :func:`perform_voting`.
+    X : ndarray of shape (n, 1 + k, 1, H, W), or dict
+        Rows (questioned, reference_1, ..., reference_k) as :class:`~sigest.VotingVerifier` takes
+        them: ``model[:-1].transform`` of the rows, or each image once and the rows as positions,
+        ``{"images": (p, 1, H, W), "ink": (p, m), "rows": (n, 1 + k)}``.
+    voting : {"soft", "hard", "normalized"}, default="soft"
+
+    Returns
+    -------
+    labels : ndarray of shape (n,)
+        1 genuine, 0 forgery.
+    probabilities : ndarray of shape (n,)
+    per_reference : ndarray of shape (n, k)
+        As :func:`perform_voting` returns them, row by row.
+    """
     verifier = model[-1]
     if voting == "normalized":
         voter = getattr(model, "reference_voter_", None)
@@ -102,6 +128,12 @@ def vote_preprocessed(model, X, *, voting="soft"):
                              "(model.reference_voter_), as train_verifier and 'sigest train' make")
     else:  # soft: the mean probability against the pair threshold; hard: a majority of the references' own decisions
         threshold = getattr(verifier, "threshold", 0.5) if voting == "soft" else 0.5
-        voter = VotingVerifier(FrozenEstimator(verifier), voting=voting, threshold=threshold).fit(X, [1])
-    probability, per_reference = voter.verify(X)
-    return int(probability[0] >= voter.threshold), float(probability[0]), per_reference[0]
+        first = {**X, "rows": X["rows"][:1]} if isinstance(X, dict) and "rows" in X else _first_row(X)
+        voter = VotingVerifier(FrozenEstimator(verifier), voting=voting, threshold=threshold).fit(first, [1])
+    probabilities, per_reference = voter.verify(X)
+    return (probabilities >= voter.threshold).astype(int), probabilities, per_reference
+
+
+def _first_row(X):
+    """The first row of rows of images (n, 1 + k, ...) or of their dict with ink: what a frozen voter is fitted on."""
+    return {name: value[:1] for name, value in X.items()} if isinstance(X, dict) else X[:1]

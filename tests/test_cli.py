@@ -76,6 +76,29 @@ def test_verify_exit_status_says_the_verdict(trained, capsys):
     assert "at least 2 --reference" in capsys.readouterr().err
 
 
+def test_verify_takes_several_questioned_signatures_at_once(trained, tmp_path, capsys):
+    root, model = trained
+    refs = sorted(str(p) for p in (root / "data" / "w005" / "genuine").glob("*.png"))
+    forged = sorted(str(p) for p in (root / "data" / "w005" / "forged").glob("*.png"))
+    loaded = sigest.load(model)
+    questioned = [refs[3], *forged[:2], refs[4]]
+    for voting in ("normalized", "soft", "hard"):
+        status = main(["verify", str(model), "--reference", *refs[:3], "--questioned", *questioned, "--voting", voting])
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) == 4
+        labels = []
+        for line, path in zip(lines, questioned):  # each line as verifying that one alone says
+            label, probability, evidence = perform_voting(loaded, path, refs[:3], voting=voting)
+            labels.append(label)
+            assert line.startswith("GENUINE" if label == 1 else "FORGED") and line.endswith(f"questioned={path}")
+            assert f"probability_genuine={probability:.4f}" in line
+            assert f"per_reference={np.round(evidence, 4).tolist()}" in line
+        assert status == (0 if all(labels) else 1)
+    assert main(["verify", str(model), "--reference", *refs[:3], "--questioned", *questioned[:2],
+                 "--report", str(tmp_path / "r.png")]) == 2
+    assert "a single --questioned" in capsys.readouterr().err
+
+
 def test_bad_input_is_one_line_and_status_2(trained, tmp_path, capsys):
     root, model = trained
     refs = [str(next((root / "data" / "w005" / "genuine").glob("*.png")))]
