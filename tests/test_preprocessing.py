@@ -356,3 +356,6 @@ def test_a_bad_image_is_named_with_its_row(tmp_path, ink_page):
         PreprocessImage(size=(32, 64)).transform([good, good, str(tmp_path / "missing.png")])
     with pytest.raises(ImageReadError, match=r"row 1, column 0: .*no ink"):
         PreprocessImage(size=(32, 64)).transform([[good, good], [np.full((40, 40), 250, np.uint8), good]])
+    pages = [ink_page.copy() for _ in range(20)]  # distinct images: preprocessed by threads
+    with pytest.raises(FileNotFoundError, match=r"row 7: image file not found: .*missing\.png"):
+        PreprocessImage(size=(32, 64), n_jobs=2).transform([*pages[:7], str(tmp_path / "missing.png"), *pages[7:]])

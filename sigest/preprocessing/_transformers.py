@@ -1,10 +1,11 @@
 """scikit-learn transformers that turn signature images into normalised float arrays."""
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral, Real
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import effective_n_jobs
 from PIL import Image
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -133,8 +134,8 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
         that the verifiers after it in a pipeline can compare the ink on the page
         (``compare_ink=True``), which the fitted images hide.
     n_jobs : int or None, default=None
-        Parallel workers (joblib, threads by default: decoding and the array work release the
-        GIL); None means 1, -1 all cores.
+        Threads preprocessing images side by side (decoding and the array work release the GIL);
+        None means 1, -1 all cores, as in joblib.
 
     Attributes
     ----------
@@ -274,11 +275,16 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
         self._check_size()
         items, shape = as_image_items(X)
         first, index = _distinct_items(items)  # rows (questioned, references) repeat the references
-        if self.n_jobs in (None, 1) or len(first) < 16:
+        workers = effective_n_jobs(self.n_jobs)
+        if workers == 1 or len(first) < 16:
             out = [self._preprocess_at(i, items[i], shape) for i in first]
-        else:
-            out = Parallel(n_jobs=self.n_jobs, prefer="threads")(delayed(self._preprocess_at)(i, items[i], shape)
-                                                                 for i in first)
+        else:  # a plain thread pool: joblib's dispatch cost ~0.1 ms an image, 5 % of preprocessing one
+            with ThreadPoolExecutor(workers) as pool:
+                try:
+                    out = list(pool.map(lambda i: self._preprocess_at(i, items[i], shape), first))
+                except BaseException:  # an unreadable image (or Ctrl-C): the images still queued are dropped
+                    pool.shutdown(cancel_futures=True)
+                    raise
         images = np.stack([image for image, _ in out])[index].reshape(*shape, 1, *self.size)
         return images, np.array([ink for _, ink in out], dtype=np.float64)[index].reshape(*shape, 2)
 
