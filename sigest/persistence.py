@@ -77,7 +77,9 @@ def save(model, path, *, info=None):
     path : str or path-like
         File to write; replaced only once the new file is complete.
     info : dict or None
-        JSON-serialisable facts to keep with the model (training data, recipe, metrics).
+        JSON-serialisable facts to keep with the model (training data, recipe, metrics). The
+        writers a pipeline of :func:`sigest.training.train_verifier` learned from
+        (``learned_writers_``) are kept as its ``"writers"`` unless ``info`` names them.
 
     Returns
     -------
@@ -110,7 +112,8 @@ def save(model, path, *, info=None):
         "history": _plain_history(verifier.embedder_.history_),
         "head": {"C": verifier.C, "threshold": float(verifier.threshold), "compare_ink": bool(verifier.compare_ink),
                  "ink_scaling": float(verifier.ink_scaling), "classes": [int(c) for c in verifier.classes_]},
-        "info": info or {},
+        "info": {**({"writers": list(model.learned_writers_)} if hasattr(model, "learned_writers_") else {}),
+                 **(info or {})},
     }
     if voter is not None:
         document["reference_voter"] = {"voting": voter.voting, "threshold": float(voter.threshold),

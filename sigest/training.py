@@ -386,7 +386,9 @@ def train_verifier(table, *, images=None, ink=None, preprocessor=None, valid_wri
         ``pipeline.reference_voter_``, a fitted ``VotingVerifier(voting="normalized")`` (with
         ``compare_ink`` when the ink measures are known) over the verifier that takes preprocessed
         rows (questioned, ref_1, ..., ref_k), k >= 2 (left out, with a warning, when no validation
-        writer has 3 genuine signatures and a skilled forgery).
+        writer has 3 genuine signatures and a skilled forgery). ``pipeline.learned_writers_``: the
+        writers of ``table`` (and of ``init``), which :func:`calibrate` warns about and
+        :func:`sigest.save` records.
     """
     check_writers(table)
     if not (whitening in (None, "auto") or (isinstance(whitening, Real) and 0.0 < whitening <= 1.0)):  # before training
@@ -426,6 +428,7 @@ def train_verifier(table, *, images=None, ink=None, preprocessor=None, valid_wri
     else:
         warnings.warn("no validation writer has 3 genuine signatures and a skilled forgery: the distance-ratio "
                       "voter (pipeline.reference_voter_) is left out", stacklevel=2)
+    pipeline.learned_writers_ = sorted(set(qualified_writers(table)) | (set() if init is None else _learned_writers(init)))
     return pipeline
 
 
@@ -436,12 +439,18 @@ def _voter_references(table, k):
     return min(k, int(counts["sum"].max()) - 1) if len(counts) else 0
 
 
-def _warn_if_learned_from(model, table):
-    """Warn when writers of ``table`` are among those a loaded model's file lists as trained or validated on
-    (``info`` keys ``writers``, ``train_writers``, ``valid_writers``, compared by :func:`qualified_writers`)."""
+def _learned_writers(model):
+    """The writers a pipeline was trained or validated on, as far as it knows: those :func:`train_verifier` kept
+    (``learned_writers_``) and those its model file lists (``info`` keys ``writers``, ``train_writers``,
+    ``valid_writers``); names as :func:`qualified_writers` gives them."""
     info = getattr(model, "sigest_info_", {}).get("info", {})
-    learned = {str(w) for key in ("writers", "train_writers", "valid_writers") for w in info.get(key, [])}
-    seen = sorted(set(qualified_writers(table)) & learned)
+    listed = [w for key in ("writers", "train_writers", "valid_writers") for w in info.get(key, [])]
+    return {str(w) for w in [*getattr(model, "learned_writers_", []), *listed]}
+
+
+def _warn_if_learned_from(model, table):
+    """Warn when writers of ``table`` are among those the model was trained or validated on (:func:`_learned_writers`)."""
+    seen = sorted(set(qualified_writers(table)) & _learned_writers(model))
     if seen:
         named = ", ".join(seen[:3]) + (", ..." if len(seen) > 3 else "")
         warnings.warn(f"{len(seen)} of the calibration writers ({named}) are writers the model was trained or "

@@ -179,6 +179,24 @@ def test_train_verifier_refuses_a_bad_whitening_before_training(small_signatures
             training.train_verifier(table, whitening=bad, progress=False)
 
 
+def test_a_verifier_trained_in_python_knows_its_writers(small_signatures, tmp_path):
+    import pandas as pd
+
+    from sigest import training
+    from sigest.persistence import load, save
+
+    table = pd.DataFrame({"writer": small_signatures.writer, "genuine": small_signatures.genuine,
+                          "image": list(small_signatures.images)})
+    learned, new = table[table["writer"].isin(sorted(table["writer"].unique())[:4])], table
+    model = training.train_verifier(learned, valid_writers=2, size=(32, 64), max_epochs=1, progress=False,
+                                    module__embedding_dim=16, writers_per_batch=2, samples_per_writer=4)
+    assert model.learned_writers_ == sorted(learned["writer"].astype(str).unique())
+    with pytest.warns(UserWarning, match="4 of the calibration writers .* trained or validated on"):
+        training.calibrate(model, new, k=2)
+    save(model, tmp_path / "m.safetensors")
+    assert load(tmp_path / "m.safetensors").sigest_info_["info"]["writers"] == model.learned_writers_
+
+
 def test_augment_is_applied_in_training_only_and_keeps_shape(images_and_targets):
     images, writers, genuine = images_and_targets
     x = torch.from_numpy(images[:8])
