@@ -153,6 +153,24 @@ def test_gradients_flow_through_attention():
         assert block.conv.weight.grad.abs().sum() > 0
 
 
+def test_resnet_tiny_block_is_torchvisions_basic_block_without_importing_torchvision():
+    import copy
+    import subprocess
+    import sys
+
+    from torchvision.models.resnet import BasicBlock as TorchvisionBlock
+
+    torch.manual_seed(0)
+    ours = resnet_tiny().stages[1][0].eval()  # 16 -> 32 channels, stride 2, with a downsample
+    theirs = TorchvisionBlock(16, 32, 2, downsample=copy.deepcopy(ours.downsample))
+    theirs.load_state_dict(ours.state_dict())  # the same layer names: weights move unchanged
+    x = torch.rand(2, 16, 20, 30)
+    torch.testing.assert_close(ours(x), theirs.eval()(x))
+    code = "import sys, sigest, sigest.cli; sigest.pretrained('sigest-base'); print('torchvision' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"  # torchvision's import (about 1.2 s) is left to its own backbones
+
+
 @pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50"])
 def test_torchvision_backbones_take_one_channel(name):
     backbone = get_backbone(name)
