@@ -214,6 +214,11 @@ class SiameseEmbedder(NeuralNet):
         params["device"] = self.__dict__.get("device", "cpu")
         return params
 
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_inference_copy", None)  # a cache: rebuilt on the next inference, never saved
+        return state
+
     def __setstate__(self, state):
         # skorch maps a CUDA-trained net to the CPU when CUDA is absent; "auto" stays "auto".
         requested = state["device"]
@@ -355,16 +360,32 @@ class SiameseEmbedder(NeuralNet):
             raise ValueError(f"expected images (n, 1, H, W), got shape {X.shape}")
         return self._infer(X, lambda module, batch: module.views(batch))
 
+    def _inference_module(self):
+        """``module_.for_inference()`` (batch norms folded), kept until a weight or buffer of ``module_`` changes.
+
+        Building the copy costs about 13 ms for resnet_tiny (46 ms for resnet18) on a 2-core CPU, more than
+        embedding a few images; it is rebuilt when any tensor of the module is modified in place (its version
+        counter moves: training steps, ``load_state_dict``, ``set_whitening``) or replaced or moved (its
+        storage changes). A module without ``for_inference`` is used as it is.
+        """
+        module = self.module_
+        if not hasattr(module, "for_inference"):
+            return module
+        key = (id(module), tuple((t.data_ptr(), t._version) for t in (*module.parameters(), *module.buffers())))
+        cached = self.__dict__.get("_inference_copy")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_inference_copy"] = (key, module.for_inference())
+        return cached[1]
+
     def _infer(self, X, outputs):
         """``outputs(module, batch)`` (a dict of tensors) over images (n, 1, H, W) in batches, concatenated.
 
-        Runs without gradients on the module's inference copy (``module_.for_inference()``, batch
-        norms folded, when the module has one; else ``module_`` in eval mode), leaving torch's
-        global RNG as it was (the data loader draws from it).
+        Runs without gradients on the module's inference copy (:meth:`_inference_module`), leaving
+        torch's global RNG as it was (the data loader draws from it).
         """
         self.check_is_fitted()
         self._set_training(False)
-        module = self.module_.for_inference() if hasattr(self.module_, "for_inference") else self.module_
+        module = self._inference_module()
         parts = {}
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             for Xi, _ in self.get_iterator(Dataset(X, None), training=False):

@@ -197,6 +197,29 @@ def test_a_verifier_trained_in_python_knows_its_writers(small_signatures, tmp_pa
     assert load(tmp_path / "m.safetensors").sigest_info_["info"]["writers"] == model.learned_writers_
 
 
+def test_embeddings_follow_the_weights_through_training_and_loading(images_and_targets):
+    import pickle
+
+    images, writers, genuine = images_and_targets
+    targets = embedding_targets(writers, genuine)
+    net = tiny_net(max_epochs=1).fit(images, targets)
+    x = images[:5]
+
+    def direct():  # the network itself, batch norms unfolded
+        with torch.no_grad():
+            return net.module_.eval()(torch.from_numpy(x)).numpy()
+
+    np.testing.assert_allclose(net.transform(x), direct(), atol=1e-5)
+    before = net.transform(x)
+    net.partial_fit(images, targets)  # the weights change in place
+    assert not np.allclose(net.transform(x), before, atol=1e-4)
+    np.testing.assert_allclose(net.transform(x), direct(), atol=1e-5)
+    net.module_.load_state_dict(tiny_net(max_epochs=1, random_state=1).fit(images, targets).module_.state_dict())
+    np.testing.assert_allclose(net.transform(x), direct(), atol=1e-5)
+    np.testing.assert_allclose(net.transform_views(x)["embedding"], direct(), atol=1e-5)
+    assert b"_inference_copy" not in pickle.dumps(net)  # a cache, not saved
+
+
 def test_augment_is_applied_in_training_only_and_keeps_shape(images_and_targets):
     images, writers, genuine = images_and_targets
     x = torch.from_numpy(images[:8])
