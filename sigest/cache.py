@@ -118,7 +118,9 @@ def cache_images(cache, index=None):
         Rows to take (``cache.table["index"]`` values); None takes all.
     """
     images = cache.images if index is None else cache.images[np.asarray(index)]
-    return (images[:, None].astype(np.float32)) / 255.0
+    out = images[:, None].astype(np.float32)
+    out /= 255.0  # in place: a second float32 copy of every image would double the peak memory
+    return out
 
 
 def cache_preprocessor(cache, **overrides):
