@@ -11,8 +11,10 @@
 # finished (k = 5 references with ink, and single pairs, per data set). Into $OUT (a temporary folder when unset):
 # sweep.tar.gz (logs, views.txt, the .pt files of runs of at most 4 MB) and views.txt.
 #
-# On the device machine its Python lacks skorch and pytorch-metric-learning: carry a folder .whl of their wheels
-# (with tqdm and safetensors) beside the cache; the script installs them when skorch is missing. Example call:
+# On the device machine its Python lacks skorch and pytorch-metric-learning (it has tqdm, safetensors, scipy):
+# carry a folder .whl of their wheels beside the cache, fetched here with
+#   python -m pip download --no-deps --only-binary=:all: -d .whl skorch==1.4.0 pytorch-metric-learning==2.9.0
+# (pure-Python wheels, 0.4 MB); the script installs them when skorch is missing. Example call:
 #   run(command="bash benchmarks/device_sweep.sh .cache_data/all_200x300.npz .cache_data/runs.txt",
 #       carry=[".cache_data/all_200x300.npz", ".cache_data/runs.txt", ".whl"], timeout_s=600)
 set -uo pipefail
