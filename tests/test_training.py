@@ -218,6 +218,11 @@ def test_embeddings_follow_the_weights_through_training_and_loading(images_and_t
     np.testing.assert_allclose(net.transform(x), direct(), atol=1e-5)
     np.testing.assert_allclose(net.transform_views(x)["embedding"], direct(), atol=1e-5)
     assert b"_inference_copy" not in pickle.dumps(net)  # a cache, not saved
+    with torch.inference_mode():  # a network made there has no version counters to watch
+        made = tiny_net().initialize()
+        made.module_.load_state_dict(net.module_.state_dict())
+        np.testing.assert_allclose(made.transform(x), direct(), atol=1e-5)
+    np.testing.assert_allclose(made.transform(x), direct(), atol=1e-5)
 
 
 def test_augment_is_applied_in_training_only_and_keeps_shape(images_and_targets):
