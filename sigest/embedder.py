@@ -339,7 +339,8 @@ class SiameseEmbedder(NeuralNet):
         X = np.asarray(X, dtype=np.float32)
         if X.ndim == 5:
             n, k = X.shape[:2]
-            return self.transform(X.reshape(n * k, *X.shape[2:])).reshape(n, k, -1)
+            embeddings = self.transform(X.reshape(n * k, *X.shape[2:]))
+            return embeddings.reshape(n, k, embeddings.shape[-1])
         return self._infer(X, lambda module, batch: {"embedding": module(batch)})["embedding"]
 
     def transform_views(self, X):
@@ -392,7 +393,9 @@ class SiameseEmbedder(NeuralNet):
         module = self._inference_module()
         parts = {}
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            for Xi, _ in self.get_iterator(Dataset(X, None), training=False):
+            batches = (Xi for Xi, _ in self.get_iterator(Dataset(X, None), training=False)) if len(X) else [
+                torch.as_tensor(X)]  # no image: the empty batch itself, for outputs of the right shapes
+            for Xi in batches:
                 for name, value in outputs(module, Xi.to(self.device)).items():
                     parts.setdefault(name, []).append(value.cpu())
         return {name: torch.cat(values).numpy() for name, values in parts.items()}

@@ -223,6 +223,8 @@ def test_embeddings_follow_the_weights_through_training_and_loading(images_and_t
         made.module_.load_state_dict(net.module_.state_dict())
         np.testing.assert_allclose(made.transform(x), direct(), atol=1e-5)
     np.testing.assert_allclose(made.transform(x), direct(), atol=1e-5)
+    assert net.transform(x[:0]).shape == (0, 16) and net.transform(x[None, :0]).shape == (1, 0, 16)  # no image
+    assert net.transform_views(x[:0])["strips"].shape == (0, net.module_.n_strips, 16)
 
 
 def test_augment_is_applied_in_training_only_and_keeps_shape(images_and_targets):
