@@ -189,7 +189,7 @@ def cmd_calibrate(args):
 
 
 def cmd_verify(args):
-    from joblib import Parallel, delayed
+    from concurrent.futures import ThreadPoolExecutor
 
     from .preprocessing import read_grayscale
     from .seed_api import vote_rows
@@ -202,7 +202,8 @@ def cmd_verify(args):
     n, k = len(args.questioned), len(args.reference)
     paths = [*args.questioned, *args.reference]
     items = np.empty(len(paths), dtype=object)
-    items[:] = Parallel(n_jobs=-1, prefer="threads")(delayed(read_grayscale)(path) for path in paths)  # errors name the file
+    with ThreadPoolExecutor() as pool:  # decoded once, on every core; an error names its file
+        items[:] = list(pool.map(read_grayscale, paths))
     voting = args.voting
     if voting == "auto":
         has_voter = getattr(model, "reference_voter_", None) is not None
@@ -227,8 +228,9 @@ def cmd_verify(args):
         plot_verification(images[0], images[1:], per_reference[0], probabilities[0], threshold, args.report,
                           names=[Path(p).name for p in paths], ink=X.get("ink"))
     for path, label, probability, evidence in zip(args.questioned, labels, probabilities, per_reference):
-        print(f"{'GENUINE' if label == 1 else 'FORGED'} probability_genuine={probability:.4f} threshold={threshold:.4f} "
-              f"voting={voting} per_reference={np.round(evidence, 4).tolist()} questioned={path}")
+        verdict = "GENUINE" if label == 1 else "FORGED"
+        print(f"{verdict} probability_genuine={probability:.4f} threshold={threshold:.4f} voting={voting} "
+              f"per_reference={np.round(evidence, 4).tolist()} questioned={path}")
     return EXIT_GENUINE if labels.all() else EXIT_FORGED
 
 

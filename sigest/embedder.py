@@ -392,9 +392,11 @@ class SiameseEmbedder(NeuralNet):
         self._set_training(False)
         module = self._inference_module()
         parts = {}
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            batches = (Xi for Xi, _ in self.get_iterator(Dataset(X, None), training=False)) if len(X) else [
-                torch.as_tensor(X)]  # no image: the empty batch itself, for outputs of the right shapes
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):  # the loader draws a seed as it starts
+            if len(X):
+                batches = (Xi for Xi, _ in self.get_iterator(Dataset(X, None), training=False))
+            else:  # no image: the empty batch itself, for outputs of the right shapes
+                batches = [torch.as_tensor(X)]
             for Xi in batches:
                 for name, value in outputs(module, Xi.to(self.device)).items():
                     parts.setdefault(name, []).append(value.cpu())

@@ -428,7 +428,8 @@ def train_verifier(table, *, images=None, ink=None, preprocessor=None, valid_wri
     else:
         warnings.warn("no validation writer has 3 genuine signatures and a skilled forgery: the distance-ratio "
                       "voter (pipeline.reference_voter_) is left out", stacklevel=2)
-    pipeline.learned_writers_ = sorted(set(qualified_writers(table)) | (set() if init is None else _learned_writers(init)))
+    started_from = set() if init is None else _learned_writers(init)
+    pipeline.learned_writers_ = sorted(set(qualified_writers(table)) | started_from)
     return pipeline
 
 
@@ -449,7 +450,7 @@ def _learned_writers(model):
 
 
 def _warn_if_learned_from(model, table):
-    """Warn when writers of ``table`` are among those the model was trained or validated on (:func:`_learned_writers`)."""
+    """Warn when writers of ``table`` are among those the model learned from (:func:`_learned_writers`)."""
     seen = sorted(set(qualified_writers(table)) & _learned_writers(model))
     if seen:
         named = ", ".join(seen[:3]) + (", ..." if len(seen) > 3 else "")

@@ -263,7 +263,10 @@ def test_fit_leaves_torch_global_rng_alone(images_and_targets):
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    tiny_net(max_epochs=1).fit(images, embedding_targets(writers, genuine))
+    net = tiny_net(max_epochs=1).fit(images, embedding_targets(writers, genuine))
+    assert torch.equal(torch.rand(3), expected)
+    torch.manual_seed(123)
+    net.transform(images), net.transform_views(images)  # inference too: the data loader draws a seed
     assert torch.equal(torch.rand(3), expected)
 
 
