@@ -36,7 +36,7 @@ def pipeline_from_run(run, cache, whitening=0.1):
     images = cache_images(cache)
     if whitening:
         own = table[table["writer"].isin(run["train_writers"]) & table["genuine"]]
-        fit_whitening(net, images[own["_row"].to_numpy()], own["writer"].to_numpy(), shrinkage=whitening)
+        fit_whitening(net, images, table["writer"].to_numpy(), rows=own["_row"].to_numpy(), shrinkage=whitening)
     verifier = fit_pair_head(net, valid, images, ink=cache.ink, random_state=0)
     preprocessor = cache_preprocessor(cache, n_jobs=None).set_params(measure_ink=cache.ink is not None)
     model = verifier_pipeline(preprocessor, verifier)

@@ -21,7 +21,7 @@ For single pairs, the same with minus the views' distances. Per feature set and 
 on genuine vs skilled forgeries (global threshold), and accuracy at the validation writers' EER
 threshold beside the test oracle's. Means and sd over runs.
 
-Usage: python benchmarks/views.py CACHE.npz RUNS.pt [...] [--draws 5]
+Usage: python benchmarks/views.py CACHE.npz RUNS.pt [...] [--draws 5] [--out RUNS.csv]
 """
 
 import argparse
@@ -55,7 +55,7 @@ def whitened_views(settings, weights, images, own, writers):
     net = SiameseEmbedder(module__backbone=settings["backbone"], module__embedding_dim=settings["dim"],
                           module__attention_stages=tuple(settings["attention"]), device="cpu").initialize()
     net.module_.load_state_dict(weights)
-    views = fit_whitening(net, images[own], writers[own], shrinkage=0.1).transform_views(images)
+    views = fit_whitening(net, images, writers, rows=np.flatnonzero(own), shrinkage=0.1).transform_views(images)
     return {"global": views["embedding"], "stage3": views["penultimate"],
             **{f"strip{i}": views["strips"][:, i] for i in range(STRIPS)}}
 
@@ -149,6 +149,7 @@ def main():
     parser.add_argument("checkpoints", nargs="+", help="files of recipe.py --save-checkpoints or --save")
     parser.add_argument("--k", type=int, default=5, help="references per writer")
     parser.add_argument("--draws", type=int, default=5, help="random draws of the references per run")
+    parser.add_argument("--out", help="write every run's figures (means over its draws) to this CSV file")
     args = parser.parse_args()
     cache = load_cache(args.cache)
     if cache.ink is None:
@@ -166,6 +167,8 @@ def main():
         print(f"{path}: {chosen}", flush=True)
     frame = pd.DataFrame(rows)
     per_run = frame.groupby(["rule", "set", "test", "file"])[["EER", "acc", "acc_oracle"]].mean()
+    if args.out:
+        per_run.to_csv(args.out)
     summary = per_run.groupby(["rule", "set", "test"]).agg(["mean", "std"]) * 100
     print(f"{len(args.checkpoints)} runs, {args.draws} reference draws each; % (mean and sd over runs)")
     print(summary.round(1).to_string())

@@ -169,7 +169,10 @@ def train_siamese_model(table, *, images=None, size=(150, 220), valid_writers=0.
     return embedder
 
 
-def fit_whitening(embedder, images, writers, *, shrinkage=0.1):
+_WHITENING_CHUNK = 512  # images copied and embedded at a time by fit_whitening(rows=...)
+
+
+def fit_whitening(embedder, images, writers, *, rows=None, shrinkage=0.1):
     """Set the embedder's within-writer whitening from genuine signatures of writers it trained on.
 
     The network's own embeddings of ``images`` give the within-writer covariance
@@ -186,9 +189,13 @@ def fit_whitening(embedder, images, writers, *, shrinkage=0.1):
         Fitted; its current whitening is replaced.
     images : ndarray of shape (n_images, 1, H, W)
         Preprocessed genuine signatures of the training writers (not of the writers whose
-        pairs later calibrate the head: those must stay unseen).
+        pairs later calibrate the head: those must stay unseen), or a larger set of images from
+        which ``rows`` picks them.
     writers : array-like of shape (n_images,)
         Writer of each image.
+    rows : array-like of int, optional
+        Positions of the images (and writers) to fit on, such as the training writers' genuine
+        signatures in a cache of every image; the others are neither copied nor embedded. Default: all.
     shrinkage : float in (0, 1], default=0.1
 
     Returns
@@ -197,7 +204,15 @@ def fit_whitening(embedder, images, writers, *, shrinkage=0.1):
         The same object.
     """
     module = embedder.module_.set_whitening(None).set_view_whitening(None, None)
-    views = {name: torch.as_tensor(v) for name, v in embedder.transform_views(images).items()}
+    if rows is None:
+        views = embedder.transform_views(images)
+    else:  # a few hundred images copied at a time, not every chosen image at once
+        rows = np.asarray(rows, dtype=np.intp)
+        writers = np.asarray(writers)[rows]
+        chunks = np.array_split(rows, max(1, -(-len(rows) // _WHITENING_CHUNK)))
+        parts = [embedder.transform_views(images[chunk]) for chunk in chunks]
+        views = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    views = {name: torch.as_tensor(v) for name, v in views.items()}
     codes = torch.as_tensor(pd.factorize(np.asarray(writers))[0])
     module.set_whitening(within_writer_whitening(views["embedding"], codes, shrinkage=shrinkage))
     module.set_view_whitening(
@@ -415,7 +430,7 @@ def train_verifier(table, *, images=None, ink=None, preprocessor=None, valid_wri
             start.module_.penultimate_whitening, start.module_.strip_whitening)
     elif whitening is not None:
         own = train[train["genuine"]]
-        fit_whitening(embedder, images[own["_row"].to_numpy()], own["writer"].to_numpy(),
+        fit_whitening(embedder, images, table["writer"].to_numpy(), rows=own["_row"].to_numpy(),
                       shrinkage=0.1 if whitening == "auto" else whitening)
     verifier = fit_pair_head(embedder, valid, images, ink=ink, random_state=random_state)
     if ink is not None:  # the pipeline measures ink for the verifiers that compare it

@@ -85,7 +85,7 @@ def test_writer_eer_callback_selects_the_best_epoch_and_is_not_pickled(images_an
     np.testing.assert_array_equal(clone(net).callbacks[0].X, callback.X)  # clone keeps the validation data
 
 
-def test_fit_whitening_whitens_every_later_embedding_and_fine_tuning_starts_unwhitened(images_and_targets):
+def test_fit_whitening_whitens_every_later_embedding_and_fine_tuning_starts_unwhitened(images_and_targets, monkeypatch):
     from sigest.nn import within_writer_whitening
     from sigest.training import fit_whitening, train_siamese_model
 
@@ -110,6 +110,12 @@ def test_fit_whitening_whitens_every_later_embedding_and_fine_tuning_starts_unwh
     np.testing.assert_allclose(views["strips"][:, 2], torch.nn.functional.normalize(
         torch.as_tensor(raw_views["strips"][:, 2]) @ S, dim=1), rtol=1e-4, atol=1e-5)  # each strip its own map
     np.testing.assert_allclose(views["embedding"], expected, rtol=1e-4, atol=1e-5)
+    maps = [t.clone() for t in (net.module_.whitening, net.module_.penultimate_whitening, net.module_.strip_whitening)]
+    monkeypatch.setattr("sigest.training._WHITENING_CHUNK", 7)  # rows embedded in several chunks
+    fit_whitening(net, images, writers, rows=np.flatnonzero(genuine), shrinkage=0.3)  # the same, without a copy
+    for before, after in zip(maps, (net.module_.whitening, net.module_.penultimate_whitening,
+                                    net.module_.strip_whitening)):
+        torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
     import pandas as pd
 
     table = pd.DataFrame({"writer": writers, "genuine": genuine, "image": list(images)})
