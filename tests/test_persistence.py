@@ -208,6 +208,21 @@ def test_the_shipped_verifier_loads_and_scores_path_pairs(small_signatures, tmp_
         sigest.pretrained("nope")
 
 
+def test_the_shipped_verifier_takes_rows_of_paths_as_a_pool(small_signatures, tmp_path):
+    from conftest import write_png
+
+    paths = [str(write_png(tmp_path / f"{i}.png", im)) for i, im in enumerate(small_signatures.images[:8])]
+    rows = [[q, *paths[:4]] for q in paths[4:]]  # (questioned, the same 4 references)
+    model = sigest.pretrained("sigest-base")
+    gathered = model.reference_voter_.predict_proba(model[:-1].transform(rows))
+    pair_proba = model.predict_proba([row[:2] for row in rows])
+    model[0].set_params(pool_rows=True)
+    X = model[:-1].transform(rows)
+    assert X["images"].shape[0] == 8 and X["rows"].shape == (4, 5)  # each file once
+    np.testing.assert_allclose(model.reference_voter_.predict_proba(X), gathered, rtol=1e-5)
+    np.testing.assert_allclose(model.predict_proba([row[:2] for row in rows]), pair_proba, rtol=1e-5)
+
+
 def test_cli_verify_uses_the_shipped_model_by_default(small_signatures, tmp_path, capsys):
     from conftest import write_png
 

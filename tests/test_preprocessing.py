@@ -112,6 +112,15 @@ def test_a_path_repeated_across_rows_is_preprocessed_once(tmp_path, small_signat
         out = PreprocessImage(size=(32, 48), n_jobs=n_jobs).transform(rows * 4)
         assert sorted(read) == sorted(paths)  # 20 rows of 4 cells, 8 distinct files
         np.testing.assert_array_equal(out, np.concatenate([cell_by_cell] * 4))
+    monkeypatch.undo()
+    images, ink = PreprocessImage(size=(32, 48)).transform_with_ink(rows * 4)
+    pooled = PreprocessImage(size=(32, 48), measure_ink=True, pool_rows=True).transform(rows * 4)
+    assert pooled["images"].shape == (8, 1, 32, 48) and pooled["rows"].shape == (20, 4)  # each file once
+    np.testing.assert_array_equal(pooled["images"][pooled["rows"]], images)
+    np.testing.assert_array_equal(pooled["ink"][pooled["rows"]], ink)
+    assert set(PreprocessImage(size=(32, 48), pool_rows=True).transform(rows)) == {"images", "rows"}
+    single = PreprocessImage(size=(32, 48), pool_rows=True).transform(paths)  # (n,) input: images as before
+    np.testing.assert_array_equal(single, PreprocessImage(size=(32, 48)).transform(paths))
 
 
 def test_steps_can_be_switched_off(ink_page):

@@ -133,6 +133,12 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
         ``transform`` returns ``{"images": images, "ink": ink}`` (:meth:`transform_with_ink`), so
         that the verifiers after it in a pipeline can compare the ink on the page
         (``compare_ink=True``), which the fitted images hide.
+    pool_rows : bool, default=False
+        Rows ``(n, k)`` of images (pairs, or a questioned signature and its references) come back
+        as each distinct image once and the rows as positions in it: ``{"images": (p, 1, H, W),
+        "rows": (n, k)}``, with ``"ink": (p, 2)`` under ``measure_ink``. :class:`~sigest.VotingVerifier`
+        and :class:`~sigest.LogisticSiameseRegression` take that form and embed each image once; a
+        writer's references are not copied into every row. Input of shape ``(n,)`` is unaffected.
     n_jobs : int or None, default=None
         Threads preprocessing images side by side (decoding and the array work release the GIL);
         None means 1, -1 all cores, as in joblib.
@@ -152,6 +158,9 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
     (2, 1, 32, 64)
     >>> PreprocessImage(size=(32, 64)).fit_transform([[page, page]]).shape
     (1, 2, 1, 32, 64)
+    >>> pooled = PreprocessImage(size=(32, 64), pool_rows=True).fit_transform([[page, page], [page, page]])
+    >>> pooled["images"].shape, pooled["rows"].tolist()
+    ((1, 1, 32, 64), [[0, 0], [0, 0]])
     """
 
     _parameter_constraints = {
@@ -166,6 +175,7 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
         "keep_aspect": ["boolean"],
         "invert": ["boolean"],
         "measure_ink": ["boolean"],
+        "pool_rows": ["boolean"],
         "n_jobs": [Integral, None],
     }
 
@@ -183,6 +193,7 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
         keep_aspect=True,
         invert=True,
         measure_ink=False,
+        pool_rows=False,
         n_jobs=None,
     ):
         self.size = size
@@ -196,6 +207,7 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
         self.keep_aspect = keep_aspect
         self.invert = invert
         self.measure_ink = measure_ink
+        self.pool_rows = pool_rows
         self.n_jobs = n_jobs
 
     def __sklearn_tags__(self):
@@ -244,9 +256,13 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
         -------
         images : ndarray of shape (n, 1, height, width) or (n, k, 1, height, width), float32
             Values in [0, 1]; with ``invert`` ink is bright on a dark background. With
-            ``measure_ink``, a dict of these ``images`` and their ``ink`` measures.
+            ``measure_ink``, a dict of these ``images`` and their ``ink`` measures; with
+            ``pool_rows`` and rows (n, k), a dict of each distinct image once and the ``rows``.
         """
-        images, ink = self.transform_with_ink(X)
+        images, ink, index, shape = self._distinct_preprocessed(X)
+        if self.pool_rows and len(shape) == 2:
+            return {"images": images, **({"ink": ink} if self.measure_ink else {}), "rows": index.reshape(shape)}
+        images, ink = images[index].reshape(*shape, *images.shape[1:]), ink[index].reshape(*shape, 2)
         return {"images": images, "ink": ink} if self.measure_ink else images
 
     def transform_with_ink(self, X):
@@ -271,6 +287,12 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
             number of ink pixels and the mean stroke width in pixels
             (:func:`~sigest.preprocessing.functional.ink_measures`).
         """
+        images, ink, index, shape = self._distinct_preprocessed(X)
+        return images[index].reshape(*shape, *images.shape[1:]), ink[index].reshape(*shape, 2)
+
+    def _distinct_preprocessed(self, X):
+        """Each distinct image of ``X`` preprocessed once: images (p, 1, H, W), ink (p, 2), the position of
+        every item of ``X`` among them (flat, int) and the leading shape of ``X``, (n,) or (n, k)."""
         self._validate_params()
         self._check_size()
         items, shape = as_image_items(X)
@@ -285,8 +307,8 @@ class PreprocessImage(TransformerMixin, BaseEstimator):
                 except BaseException:  # an unreadable image (or Ctrl-C): the images still queued are dropped
                     pool.shutdown(cancel_futures=True)
                     raise
-        images = np.stack([image for image, _ in out])[index].reshape(*shape, 1, *self.size)
-        return images, np.array([ink for _, ink in out], dtype=np.float64)[index].reshape(*shape, 2)
+        images = np.stack([image for image, _ in out]).reshape(len(out), 1, *self.size)
+        return images, np.array([ink for _, ink in out], dtype=np.float64).reshape(len(out), 2), index, shape
 
     def _preprocess_at(self, index, item, shape):
         """:meth:`preprocess_measured`, its error naming the row (and column) of ``X`` that failed."""
@@ -394,6 +416,7 @@ class TestPreprocessImage(PreprocessImage):
         keep_aspect=True,
         invert=True,
         measure_ink=False,
+        pool_rows=False,
         n_jobs=None,
         max_angle=30.0,
     ):
@@ -409,6 +432,7 @@ class TestPreprocessImage(PreprocessImage):
             keep_aspect=keep_aspect,
             invert=invert,
             measure_ink=measure_ink,
+            pool_rows=pool_rows,
             n_jobs=n_jobs,
         )
         self.max_angle = max_angle
