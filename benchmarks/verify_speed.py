@@ -16,7 +16,7 @@ reading each distinct file of the call once; with ``--pool-rows`` that preproces
 image once and the rows as positions (``PreprocessImage(pool_rows=True)``) instead of rows of images.
 
 Usage: python benchmarks/verify_speed.py [DATA_FOLDER] [--model sigest-base] [--n 200] [--jobs 2] [--repeats 7]
-       [--voting soft|normalized] [--rows [--pool-rows]]
+       [--voting soft|normalized] [--rows [--pool-rows]] [--autocast bfloat16]
 """
 
 import argparse
@@ -46,9 +46,12 @@ def main():
                         "references) through the model's preprocessing, no references cached by hand")
     parser.add_argument("--pool-rows", action="store_true", help="with --rows: PreprocessImage(pool_rows=True), "
                         "each distinct image once and the rows as positions instead of rows of images")
+    parser.add_argument("--autocast", choices=["bfloat16"], help="the network under torch.autocast in this dtype "
+                        "(SiameseEmbedder(autocast=...))")
     args = parser.parse_args()
     model = sigest.pretrained(args.model) if args.model in sigest.list_pretrained() else sigest.load(args.model)
     preprocess, verifier = model[0].set_params(n_jobs=args.jobs, pool_rows=args.pool_rows), model[-1]
+    verifier.embedder_.set_params(autocast=args.autocast)
     table = load_signatures(args.data)
     references = table[table["genuine"]]["path"].tolist()[:5]
     questioned = table["path"].tolist()[5 : 5 + args.n]
@@ -90,7 +93,8 @@ def main():
     size = (weights_path(args.model) if args.model in sigest.list_pretrained() else Path(args.model)).stat().st_size
     print(f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, preprocessing jobs {args.jobs}, "
           f"input {preprocess.size[0]}x{preprocess.size[1]}, {args.n} questioned vs 5 cached references, "
-          f"{args.voting} voting{', rows of paths' if args.rows else ''}{' as a pool' if args.pool_rows else ''}")
+          f"{args.voting} voting{', rows of paths' if args.rows else ''}{' as a pool' if args.pool_rows else ''}"
+          f"{', network in ' + args.autocast if args.autocast else ''}")
     print(f"{args.n / total_s:.1f} questioned/s end to end (median of {args.repeats}); preprocessing {100 * pre_s / total_s:.0f} % "
           f"of the time ({args.n / pre_s:.1f} images/s alone); model file {size / 1e6:.2f} MB")
 

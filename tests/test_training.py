@@ -254,6 +254,24 @@ def test_augment_is_applied_in_training_only_and_keeps_shape(images_and_targets)
     assert len(calls) == n_batches, "no augmentation at inference"
 
 
+def test_autocast_computes_in_bfloat16_and_returns_float32(images_and_targets):
+    images, writers, genuine = images_and_targets
+    targets = embedding_targets(writers, genuine)
+    net = tiny_net(max_epochs=1).fit(images, targets)
+    full = net.transform(images)
+    half = net.set_params(autocast="bfloat16").transform(images)
+    assert half.dtype == np.float32 and not np.array_equal(half, full)  # computed in bfloat16
+    assert np.min(np.sum(half * full, axis=1)) > 0.99  # unit rows: cosine similarity to the float32 embeddings
+    trained = tiny_net(max_epochs=1, autocast="bfloat16").initialize()
+    dtypes = []
+    conv = next(m for m in trained.module_.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
+    trained.partial_fit(images, targets)
+    assert set(dtypes) == {torch.bfloat16} and np.isfinite(trained.history[-1, "train_loss"])
+    with pytest.raises(ValueError, match="autocast must be None or 'bfloat16'"):
+        tiny_net(autocast="float16").initialize()
+
+
 def test_augment_p_sets_the_share_of_distorted_images(images_and_targets):
     x = torch.from_numpy(images_and_targets[0][:40])
     assert torch.equal(SignatureAugment(p=0.0)(x, generator=torch.Generator().manual_seed(0)), x)
