@@ -18,6 +18,10 @@ Usage::
 
     python benchmarks/recipe.py CACHE.npz --folds 0 1 2 --seeds 0 1 --backbone resnet18 --augment
     python benchmarks/recipe.py CACHE.npz --train-datasets cedar sigcomp2011-dutch --test-datasets bhsig260-bengali
+    python benchmarks/recipe.py CACHE.npz --n-folds 11 --folds 0 1 2 3 4 5 6 7 8 9 10   # 5 CEDAR test writers a fold
+
+``--n-folds 11`` is CEDAR's usual writer-independent protocol (MS-SigNet: 11 folds of 5 test writers, 50
+writers left for training and validation); every fold also holds 4-5 writers of each other set.
 
 Prints one line per (run, test data set) and, with ``--out``, writes them as CSV.
 """
@@ -219,7 +223,7 @@ def run(cache, args, fold, seed):
         batch_size=256,
         augment=SignatureAugment(p=args.augment_p) if args.augment else None, callbacks=callbacks, random_state=seed,
         iterator_train__num_workers=args.workers, iterator_train__pin_memory=torch.cuda.is_available(),
-        optimizer__weight_decay=args.weight_decay, device=args.device,
+        optimizer__weight_decay=args.weight_decay, device=args.device, autocast=args.autocast,
     )
     start = time.perf_counter()
     net.fit(images[train["row"].to_numpy()], embedding_targets(train["writer"], train["genuine"]))
@@ -302,6 +306,7 @@ def main():
     parser.add_argument("--k", type=int, default=5, help="references per writer")
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--autocast", choices=["bfloat16"], help="forward passes under torch.autocast in this dtype")
     parser.add_argument("--time-limit", type=float, help="end training after the epoch that passes this many seconds")
     parser.add_argument("--tag", default="")
     parser.add_argument("--out")
