@@ -21,7 +21,7 @@ Usage::
     python benchmarks/recipe.py CACHE.npz --n-folds 11 --folds 0 1 2 3 4 5 6 7 8 9 10   # 5 CEDAR test writers a fold
 
 ``--n-folds 11`` is CEDAR's usual writer-independent protocol (MS-SigNet: 11 folds of 5 test writers, 50
-writers left for training and validation); every fold also holds 4-5 writers of each other set.
+writers left for training and validation); every fold also holds 4-5 Bengali and 3-4 Dutch writers.
 
 Prints one line per (run, test data set) and, with ``--out``, writes them as CSV.
 """
