@@ -210,12 +210,11 @@ def cmd_verify(args):
         voting = "normalized" if has_voter and k >= 3 else "soft"
     if voting == "normalized" and k < 2:
         raise CommandError("--voting normalized needs at least 2 --reference images")
-    model[0].set_params(n_jobs=-1)  # threads on every core when there are many images
-    X = model[:-1].transform(items)  # each image preprocessed once, for every verdict and the report
-    X = X if isinstance(X, dict) else {"images": X}
-    rows = np.column_stack([np.arange(n), np.tile(n + np.arange(k), (n, 1))])  # (questioned i, the references)
+    model[0].set_params(n_jobs=-1, pool_rows=True)  # threads on every core; each image once, rows as positions
+    references = list(items[n:])
+    X = model[:-1].transform([[q, *references] for q in items[:n]])  # for every verdict and the report
     try:
-        labels, probabilities, per_reference = vote_rows(model, {**X, "rows": rows}, voting=voting)
+        labels, probabilities, per_reference = vote_rows(model, X, voting=voting)
     except ValueError as exc:
         if voting != "normalized":
             raise
@@ -224,7 +223,7 @@ def cmd_verify(args):
     if args.report:
         from .plotting import plot_verification
 
-        images = X["images"][:, 0]  # the one questioned image, then the references
+        images = X["images"][:, 0]  # the pool: the one questioned image, then the references
         plot_verification(images[0], images[1:], per_reference[0], probabilities[0], threshold, args.report,
                           names=[Path(p).name for p in paths], ink=X.get("ink"))
     for path, label, probability, evidence in zip(args.questioned, labels, probabilities, per_reference):
