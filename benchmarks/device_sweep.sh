@@ -8,8 +8,9 @@
 # Every run starts at once on the same GPU (--device ${DEVICE:-cuda}); each stops training after the epoch that
 # passes SECONDS (default 420, recipe.py --time-limit) so that training and scoring end inside one device call
 # of at most 10 minutes. Each writes NAME.pt (recipe.py --save) and NAME.log; then views.py scores every run that
-# finished (k = 5 references with ink, and single pairs, per data set). Into $OUT (a temporary folder when unset):
-# sweep.tar.gz (logs, views.txt, the .pt files of runs of at most 4 MB) and views.txt.
+# finished, each in its own process at once (k = 5 references with ink, and single pairs, per data set). Into $OUT
+# (a temporary folder when unset): sweep.tar.gz (logs, recipe.py's NAME.csv, views.py's NAME.views.csv, views.txt,
+# the .pt files of runs of at most 4 MB) and views.txt (mean and sd over the runs).
 #
 # On the device machine its Python lacks skorch and pytorch-metric-learning (it has tqdm, safetensors, scipy):
 # carry a folder .whl of their wheels beside the cache, fetched here with
@@ -27,18 +28,30 @@ if ! python3 -c "import skorch" 2>/dev/null; then
         || exit 1
     export PYTHONPATH=/tmp/site
 fi
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 threads=$(( $(nproc) / $(grep -c . "$runs") ))
 while read -r name arguments; do
     [ -z "$name" ] && continue
     OMP_NUM_THREADS=$(( threads > 0 ? threads : 1 )) python3 benchmarks/recipe.py "$cache" $arguments \
-        --device "${DEVICE:-cuda}" --time-limit "$seconds" --save "$work/$name.pt" > "$work/$name.log" 2>&1 &
+        --device "${DEVICE:-cuda}" --time-limit "$seconds" --save "$work/$name.pt" --out "$work/$name.csv" \
+        > "$work/$name.log" 2>&1 &
 done < "$runs"
 wait
 finished=$(ls "$work"/*.pt 2>/dev/null)
 echo "finished runs: $(echo $finished | wc -w) of $(grep -c . "$runs")"
-[ -n "$finished" ] && python3 benchmarks/views.py "$cache" $finished > "$work/views.txt" 2>&1
-tail -n 40 "$work/views.txt"
-cp "$work/views.txt" "$OUT/" 2>/dev/null
-(cd "$work" && tar czf "$OUT/sweep.tar.gz" *.log views.txt $(find . -name '*.pt' -size -4M -printf '%f '))
+for run in $finished; do  # each run scored by its own views.py, all at once
+    OMP_NUM_THREADS=$(( threads > 0 ? threads : 1 )) python3 benchmarks/views.py "$cache" "$run" \
+        --device "${DEVICE:-cuda}" --out "${run%.pt}.views.csv" > "${run%.pt}.views.log" 2>&1 &
+done
+wait
+python3 -c '
+import sys
+import pandas as pd
+from views import report
+print(len(sys.argv) - 1, "runs scored by views.py")
+report(pd.concat([pd.read_csv(f, index_col=[0, 1, 2, 3]) for f in sys.argv[1:]]))
+' $(ls "$work"/*.views.csv 2>/dev/null) > "$work/views.txt" 2>&1
+cat "$work/views.txt"
+cp "$work/views.txt" "$OUT/"
+(cd "$work" && tar czf "$OUT/sweep.tar.gz" *.log *.csv views.txt $(find . -name '*.pt' -size -4M -printf '%f '))
 echo "wrote $OUT/sweep.tar.gz"

@@ -21,7 +21,7 @@ For single pairs, the same with minus the views' distances. Per feature set and 
 on genuine vs skilled forgeries (global threshold), and accuracy at the validation writers' EER
 threshold beside the test oracle's. Means and sd over runs.
 
-Usage: python benchmarks/views.py CACHE.npz RUNS.pt [...] [--draws 5] [--out RUNS.csv]
+Usage: python benchmarks/views.py CACHE.npz RUNS.pt [...] [--draws 5] [--out RUNS.csv] [--device cuda]
 """
 
 import argparse
@@ -49,11 +49,11 @@ FEATURE_SETS = {
 STRIPS = SiameseResNet.n_strips
 
 
-def whitened_views(settings, weights, images, own, writers):
+def whitened_views(settings, weights, images, own, writers, device="cpu"):
     """Every view of every image, whitened as the library whitens them (:func:`sigest.training.fit_whitening`,
     shrinkage 0.1, on the rows ``own``): {"global": (N, d), "stage3": (N, C3), "strip0".."strip3": (N, d)}."""
     net = SiameseEmbedder(module__backbone=settings["backbone"], module__embedding_dim=settings["dim"],
-                          module__attention_stages=tuple(settings["attention"]), device="cpu").initialize()
+                          module__attention_stages=tuple(settings["attention"]), device=device).initialize()
     net.module_.load_state_dict(weights)
     views = fit_whitening(net, images, writers, rows=np.flatnonzero(own), shrinkage=0.1).transform_views(images)
     return {"global": views["embedding"], "stage3": views["penultimate"],
@@ -128,7 +128,7 @@ def pair_results(E, base):
 
 def load_run(path, table):
     """(role of every cache row, recipe settings, chosen weights, "epoch E of N") of one saved run."""
-    run = torch.load(path, weights_only=False)
+    run = torch.load(path, map_location="cpu", weights_only=False)
     role = np.full(len(table), "", dtype=object)
     if "epochs" in run:  # --save-checkpoints: every epoch
         for name in ("train", "valid", "test"):
@@ -150,6 +150,7 @@ def main():
     parser.add_argument("--k", type=int, default=5, help="references per writer")
     parser.add_argument("--draws", type=int, default=5, help="random draws of the references per run")
     parser.add_argument("--out", help="write every run's figures (means over its draws) to this CSV file")
+    parser.add_argument("--device", default="cpu", help="where the network embeds the images (cpu, cuda)")
     args = parser.parse_args()
     cache = load_cache(args.cache)
     if cache.ink is None:
@@ -160,7 +161,8 @@ def main():
         role, settings, weights, chosen = load_run(path, table)
         base = {"writer": table["writer"].to_numpy().astype(str), "genuine": table["genuine"].to_numpy(),
                 "dataset": table["dataset"].to_numpy().astype(str), "role": role, "ink": cache.ink}
-        E = whitened_views(settings, weights, images, (base["role"] == "train") & base["genuine"], base["writer"])
+        E = whitened_views(settings, weights, images, (base["role"] == "train") & base["genuine"], base["writer"],
+                           device=args.device)
         for draw in range(args.draws):
             rows += [{"file": path, **r} for r in k_reference_results(E, base, args.k, draw)]
         rows += [{"file": path, **r} for r in pair_results(E, base)]
@@ -169,8 +171,16 @@ def main():
     per_run = frame.groupby(["rule", "set", "test", "file"])[["EER", "acc", "acc_oracle"]].mean()
     if args.out:
         per_run.to_csv(args.out)
+    print(f"{len(args.checkpoints)} runs, {args.draws} reference draws each")
+    report(per_run)
+
+
+def report(per_run):
+    """Print the figures of several runs: mean and sd over runs, and each feature set's EER minus the global
+    view's, run by run. ``per_run``: EER, acc, acc_oracle indexed by (rule, set, test, file), as ``--out`` writes
+    them (``pd.read_csv(path, index_col=[0, 1, 2, 3])`` reads such a file back)."""
     summary = per_run.groupby(["rule", "set", "test"]).agg(["mean", "std"]) * 100
-    print(f"{len(args.checkpoints)} runs, {args.draws} reference draws each; % (mean and sd over runs)")
+    print("% (mean and sd over runs)")
     print(summary.round(1).to_string())
     by_set = per_run["EER"].unstack("set")
     paired = (by_set.sub(by_set["global"], axis=0).drop(columns="global").stack()
