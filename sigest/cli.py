@@ -83,7 +83,7 @@ def _train(args, table, cached=None):
     init = _load_model(args.init) if getattr(args, "init", None) else None
     return train_verifier(table, **(cached or {}), init=init, valid_writers=args.valid_size,
                           size=tuple(args.size or DEFAULT_SIZE), backbone=args.backbone, max_epochs=args.epochs,
-                          whitening=args.whitening, device=args.device,
+                          whitening=args.whitening, device=args.device, autocast=args.autocast,
                           random_state=args.seed, progress=not args.quiet, lr=args.lr)
 
 
@@ -267,6 +267,10 @@ def _training_options(parser, epochs):
                         help="within-writer whitening of the embedding: its shrinkage in (0, 1], 'none', or 'auto' "
                              "(0.1, or the starting model's with --from) (default %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default %(default)s)")
+    parser.add_argument("--autocast", choices=["bfloat16"],
+                        help="train with the network's forward passes in bfloat16 (torch.autocast): about 1.5x "
+                             "faster on GPUs and on CPUs with AMX or AVX512-BF16, slower where it is emulated; "
+                             "a .safetensors model computes in float32 wherever it is loaded (default: float32)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

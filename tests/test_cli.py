@@ -49,6 +49,17 @@ def test_whitening_option_takes_auto_none_or_a_shrinkage(capsys):
         parse("--whitening", "0")  # refused before any training, not after
 
 
+def test_autocast_option_trains_in_bfloat16_and_the_safe_file_computes_in_float32(trained, tmp_path):
+    root, _ = trained
+    status = main(["train", str(root / "data"), "--out", str(tmp_path / "m.joblib"), "--epochs", "1",
+                   "--size", "32", "64", "--autocast", "bfloat16", "--quiet"])
+    assert status == 0
+    model = joblib.load(tmp_path / "m.joblib")
+    assert model[-1].embedder_.autocast == "bfloat16"
+    sigest.save(model, tmp_path / "m.safetensors")
+    assert sigest.load(tmp_path / "m.safetensors")[-1].embedder_.autocast is None
+
+
 def test_evaluate_writes_report(trained, capsys):
     root, model = trained
     status = main(["evaluate", str(model), str(root / "data"), "--writers", "w005", "w006",
