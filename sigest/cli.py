@@ -268,8 +268,9 @@ def _training_options(parser, epochs):
                              "(0.1, or the starting model's with --from) (default %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default %(default)s)")
     parser.add_argument("--autocast", choices=["bfloat16"],
-                        help="train with the network's forward passes in bfloat16 (torch.autocast): about 1.5x "
-                             "faster on GPUs and on CPUs with AMX or AVX512-BF16, slower where it is emulated; "
+                        help="train with the network's forward passes in bfloat16 (torch.autocast): faster where "
+                             "the hardware computes in bfloat16 (GPUs; 1.5x measured on a CPU with AMX), slower "
+                             "where it is emulated; "
                              "a .safetensors model computes in float32 wherever it is loaded (default: float32)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
