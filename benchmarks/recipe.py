@@ -225,6 +225,9 @@ def run(cache, args, fold, seed):
         iterator_train__num_workers=args.workers, iterator_train__pin_memory=torch.cuda.is_available(),
         optimizer__weight_decay=args.weight_decay, device=args.device, autocast=args.autocast,
     )
+    if args.init:  # start from a saved run's weights (pre-training), not from random ones
+        net.set_params(warm_start=True).initialize()
+        net.module_.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["state_dict"])
     start = time.perf_counter()
     net.fit(images[train["row"].to_numpy()], embedding_targets(train["writer"], train["genuine"]))
     seconds = time.perf_counter() - start
@@ -308,6 +311,9 @@ def main():
     parser.add_argument("--device", default="auto")
     parser.add_argument("--autocast", choices=["bfloat16"], help="forward passes under torch.autocast in this dtype")
     parser.add_argument("--time-limit", type=float, help="end training after the epoch that passes this many seconds")
+    parser.add_argument("--init", metavar="RUN.pt",
+                        help="start from the weights of a run saved with --save (same backbone, dim and attention), "
+                             "e.g. one pre-trained on synthetic writers with --folds -1")
     parser.add_argument("--tag", default="")
     parser.add_argument("--out")
     parser.add_argument("--save", help="write the trained network's weights and the run's settings (torch.save); "
