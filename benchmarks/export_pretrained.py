@@ -6,6 +6,11 @@ then the pair head, its threshold and the distance-ratio voter (both comparing i
 are fitted on those validation writers (never trained on), and the pipeline is written in the safe format::
 
     python benchmarks/export_pretrained.py RUN.pt CACHE.npz sigest/weights/sigest-base.safetensors
+
+``--from-model`` takes the network, its writers and its facts from an existing model file instead of a run, and
+fits the rest anew as above: how a shipped file is rebuilt when sigest's heads change, its network untouched::
+
+    python benchmarks/export_pretrained.py sigest/weights/sigest-base.safetensors CACHE.npz NEW.safetensors --from-model
 """
 
 import argparse
@@ -15,7 +20,7 @@ import torch
 
 from sigest.cache import cache_images, cache_preprocessor, load_cache
 from sigest.embedder import SiameseEmbedder
-from sigest.persistence import save
+from sigest.persistence import load, save
 from sigest.training import fit_pair_head, fit_whitening, fit_reference_voter, verifier_pipeline
 
 
@@ -44,22 +49,40 @@ def pipeline_from_run(run, cache, whitening=0.1):
     return model
 
 
+def run_from_model(path):
+    """What :func:`pipeline_from_run` and the file's facts need, read from a sigest model file: (run, info)."""
+    model = load(path, device="cpu")
+    document, info = model.sigest_info_, model.sigest_info_["info"]
+    network = document["network"]
+    run = {"args": {"backbone": network["backbone"], "dim": network["embedding_dim"],
+                    "attention": network["attention_stages"]},
+           "state_dict": model[-1].embedder_.module_.state_dict(), "history": document["history"],
+           "train_writers": info["train_writers"], "valid_writers": info["valid_writers"]}
+    return run, info
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run")
     parser.add_argument("cache")
     parser.add_argument("out")
     parser.add_argument("--whitening", type=float, default=0.1, help="its shrinkage; 0 for none (default %(default)s)")
+    parser.add_argument("--from-model", action="store_true", help="RUN is a sigest model file: keep its network")
     args = parser.parse_args()
-    run = torch.load(args.run, map_location="cpu", weights_only=False)  # our own training output
-    settings = run["args"]
+    if args.from_model:
+        run, info = run_from_model(args.run)
+        info = {**info, "whitening_shrinkage": args.whitening or None}
+    else:
+        run = torch.load(args.run, map_location="cpu", weights_only=False)  # our own training output
+        settings = run["args"]
+        info = {"train_writers": run["train_writers"], "valid_writers": run["valid_writers"],
+                "recipe": {k: settings[k] for k in ("backbone", "dim", "attention", "size", "epochs", "patience",
+                                                    "lr", "weight_decay", "margin", "mining", "loss", "p",
+                                                    "k_per_writer")},
+                "whitening_shrinkage": args.whitening or None,
+                "best_valid_eer": float(min(e["valid_eer"] for e in run["history"])),
+                "epochs_trained": len(run["history"])}
     model = pipeline_from_run(run, load_cache(args.cache), whitening=args.whitening)
-    info = {"train_writers": run["train_writers"], "valid_writers": run["valid_writers"],
-            "recipe": {k: settings[k] for k in ("backbone", "dim", "attention", "size", "epochs", "patience", "lr",
-                                                "weight_decay", "margin", "mining", "loss", "p", "k_per_writer")},
-            "whitening_shrinkage": args.whitening or None,
-            "best_valid_eer": float(min(e["valid_eer"] for e in run["history"])),
-            "epochs_trained": len(run["history"])}
     save(model, args.out, info=info)
     print(f"threshold {model[-1].threshold:.4f}, voter threshold {model.reference_voter_.threshold:.4f}; "
           f"wrote {args.out}")

@@ -7,9 +7,10 @@ more views of every image are read off the same forward pass, with no training:
 
 - ``stage3``: the stage-3 feature map, average-pooled and normalised (C3 values);
 - ``strips``: the last feature map average-pooled over 4 vertical strips (left to right), each
-  through the embedding's own projection and normalised: 4 local embeddings per image.
+  through the embedding's own projection and normalised: 4 local embeddings per image;
+- ``texture``: each channel's standard deviation over the positions of the second stage's map (C2 values).
 
-Both are :meth:`sigest.nn.SiameseResNet.views`, whitened as the library whitens them
+All are :meth:`sigest.nn.SiameseResNet.views`, whitened as the library whitens them
 (:func:`sigest.training.fit_whitening`, shrinkage 0.1, fitted on the training writers' genuine
 signatures; one matrix per strip).
 
@@ -17,9 +18,12 @@ For k=5 references, each view gives a distance ratio (scoring.py's ``ratio``; th
 ratios are averaged into one input); a logistic regression fitted on the validation writers'
 genuine and skilled rows combines the log ratios with the ink differences, as the library's
 voter combines the global ratio and ink (``VotingVerifier(voting="normalized", compare_ink=True)``).
-For single pairs, the same with minus the views' distances. Per feature set and test data set: EER
-on genuine vs skilled forgeries (global threshold), and accuracy at the validation writers' EER
-threshold beside the test oracle's. Means and sd over runs.
+For single pairs, the same with minus the views' distances; and the library's own pair head
+(rule ``pair head``), fitted by :func:`sigest.training.fit_pair_head` on the validation writers (with
+ink), with the embedding alone (set ``global``) and with the texture distance (``global + texture``,
+what ``sigest train`` ships). Per feature set and test data set: EER on genuine vs skilled forgeries
+(global threshold), and accuracy at the validation writers' EER threshold beside the test oracle's.
+Means and sd over runs.
 
 Usage: python benchmarks/views.py CACHE.npz RUNS.pt [...] [--draws 5] [--out RUNS.csv] [--device cuda]
 """
@@ -35,8 +39,8 @@ from sigest.cache import cache_images, load_cache
 from sigest.metrics import equal_error_rate, within_writer_pairs
 from sigest.embedder import SiameseEmbedder
 from sigest.nn import SiameseResNet
-from sigest.training import fit_whitening
-from sigest.verification import VotingVerifier, ink_difference
+from sigest.training import fit_pair_head, fit_whitening
+from sigest.verification import VotingVerifier, ink_difference, take_rows
 
 from scoring import accuracy, score_role  # benchmarks/scoring.py, beside this script
 
@@ -45,19 +49,22 @@ FEATURE_SETS = {
     "global + stage3": ["global", "stage3"],
     "global + strips": ["global", "strips"],
     "global + strips + stage3": ["global", "strips", "stage3"],
+    "global + strips + stage3 + texture": ["global", "strips", "stage3", "texture"],
 }
+PAIR_SETS = {"global": ["global"], "global + stage3": ["global", "stage3"], "global + texture": ["global", "texture"]}
 STRIPS = SiameseResNet.n_strips
 
 
 def whitened_views(settings, weights, images, own, writers, device="cpu"):
-    """Every view of every image, whitened as the library whitens them (:func:`sigest.training.fit_whitening`,
-    shrinkage 0.1, on the rows ``own``): {"global": (N, d), "stage3": (N, C3), "strip0".."strip3": (N, d)}."""
+    """The whitened network (:func:`sigest.training.fit_whitening`, shrinkage 0.1, on the rows ``own``) and every
+    view of every image: {"global": (N, d), "stage3": (N, C3), "texture": (N, C2), "strip0".."strip3": (N, d)}."""
     net = SiameseEmbedder(module__backbone=settings["backbone"], module__embedding_dim=settings["dim"],
                           module__attention_stages=tuple(settings["attention"]), device=device).initialize()
     net.module_.load_state_dict(weights)
-    views = fit_whitening(net, images, writers, rows=np.flatnonzero(own), shrinkage=0.1).transform_views(images)
-    return {"global": views["embedding"], "stage3": views["penultimate"],
-            **{f"strip{i}": views["strips"][:, i] for i in range(STRIPS)}}
+    net = fit_whitening(net, images, writers, rows=np.flatnonzero(own), shrinkage=0.1)
+    views = net.transform_views(images)
+    return net, {"global": views["embedding"], "stage3": views["penultimate"], "texture": views["texture"],
+                 **{f"strip{i}": views["strips"][:, i] for i in range(STRIPS)}}
 
 
 def view_columns(name, score):
@@ -101,7 +108,8 @@ def k_reference_results(E, base, k, draw):
 
 
 def pair_results(E, base):
-    """Single pairs: logistic on minus each view's distance and the ink differences (validation writers' pairs)."""
+    """Single pairs: logistic on minus each view's distance and the ink differences (validation writers' pairs);
+    the rows of ``pair_head_results`` are added by the caller."""
     def exhaustive(role):
         rows = np.flatnonzero(base["role"] == role)
         first, second, label = within_writer_pairs(base["writer"][rows], base["genuine"][rows])
@@ -109,7 +117,7 @@ def pair_results(E, base):
 
     (va, vb, vy), (ta, tb, ty) = exhaustive("valid"), exhaustive("test")
     out = []
-    for set_name, views in FEATURE_SETS.items():
+    for set_name, views in PAIR_SETS.items():
         def features(a, b, views=views):
             distances = [view_columns(v, lambda n: -np.linalg.norm(E[n][a] - E[n][b], axis=1)) for v in views]
             return np.column_stack(distances + [ink_difference(np.stack([base["ink"][a], base["ink"][b]], axis=1))])
@@ -123,6 +131,29 @@ def pair_results(E, base):
             eer, oracle = equal_error_rate(y, s)
             out.append({"rule": "single pair", "set": set_name, "test": dataset, "EER": eer,
                         "acc": float(np.mean((s >= chosen) == (y == 1))), "acc_oracle": float(np.mean((s >= oracle) == (y == 1)))})
+    return out
+
+
+def pair_head_results(net, images, table, base):
+    """Single pairs scored by the library's pair head (:func:`sigest.training.fit_pair_head`, with ink), without and
+    with the texture distance: EER and accuracy at its own threshold (chosen on the validation writers)."""
+    frame = table.rename(columns={"index": "_row"})
+    rows = np.flatnonzero(base["role"] == "test")
+    first, second, label = within_writer_pairs(base["writer"][rows], base["genuine"][rows])
+    a, b = rows[first], rows[second]
+    out = []
+    for set_name, extra in (("global", ()), ("global + texture", ("texture",))):
+        head = fit_pair_head(net, frame[base["role"] == "valid"], images, ink=base["ink"], extra_views=extra)
+        used = np.unique(np.r_[a, b])
+        views = take_rows(head.head_views(images[used]), np.searchsorted(used, np.column_stack([a, b])))
+        proba = head.proba_from_embeddings(views, ink=base["ink"][np.column_stack([a, b])])
+        for dataset in np.unique(base["dataset"][a]):
+            mask = base["dataset"][a] == dataset
+            s, y = proba[mask], label[mask]
+            eer, oracle = equal_error_rate(y, s)
+            out.append({"rule": "pair head", "set": set_name, "test": dataset, "EER": eer,
+                        "acc": float(np.mean((s >= head.threshold) == (y == 1))),
+                        "acc_oracle": float(np.mean((s >= oracle) == (y == 1)))})
     return out
 
 
@@ -161,11 +192,11 @@ def main():
         role, settings, weights, chosen = load_run(path, table)
         base = {"writer": table["writer"].to_numpy().astype(str), "genuine": table["genuine"].to_numpy(),
                 "dataset": table["dataset"].to_numpy().astype(str), "role": role, "ink": cache.ink}
-        E = whitened_views(settings, weights, images, (base["role"] == "train") & base["genuine"], base["writer"],
-                           device=args.device)
+        net, E = whitened_views(settings, weights, images, (base["role"] == "train") & base["genuine"],
+                                base["writer"], device=args.device)
         for draw in range(args.draws):
             rows += [{"file": path, **r} for r in k_reference_results(E, base, args.k, draw)]
-        rows += [{"file": path, **r} for r in pair_results(E, base)]
+        rows += [{"file": path, **r} for r in pair_results(E, base) + pair_head_results(net, images, table, base)]
         print(f"{path}: {chosen}", flush=True)
     frame = pd.DataFrame(rows)
     per_run = frame.groupby(["rule", "set", "test", "file"])[["EER", "acc", "acc_oracle"]].mean()
@@ -183,7 +214,7 @@ def report(per_run):
     print("% (mean and sd over runs)")
     print(summary.round(1).to_string())
     by_set = per_run["EER"].unstack("set")
-    paired = (by_set.sub(by_set["global"], axis=0).drop(columns="global").stack()
+    paired = (by_set.sub(by_set["global"], axis=0).drop(columns="global").stack().dropna()
               .groupby(level=["rule", "set", "test"]).agg(["mean", "std"]) * 100)
     print("EER minus the global view's, run by run (percentage points; mean and sd over runs)")
     print(paired.round(2).to_string())

@@ -33,8 +33,8 @@ from .verification import LogisticSiameseRegression, VotingVerifier
 
 __all__ = ["save", "load", "FORMAT_VERSION", "ModelFormatError"]
 
-FORMAT_VERSION = 2  # 2: the network's view whitening and the voter's extra views; format 1 files still load
-_READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3  # 2: the view whitening, the voter's extra views; 3: the texture view, the head's extra views
+_READABLE_VERSIONS = (1, 2, 3)
 _PREPROCESSORS = {cls.__name__: cls for cls in (PreprocessImage, TestPreprocessImage)}
 _ARCHITECTURE = ("backbone", "embedding_dim", "attention", "attention_stages", "in_channels", "dropout")
 
@@ -111,7 +111,8 @@ def save(model, path, *, info=None):
         "network": _architecture(verifier.embedder_),
         "history": _plain_history(verifier.embedder_.history_),
         "head": {"C": verifier.C, "threshold": float(verifier.threshold), "compare_ink": bool(verifier.compare_ink),
-                 "ink_scaling": float(verifier.ink_scaling), "classes": [int(c) for c in verifier.classes_]},
+                 "ink_scaling": float(verifier.ink_scaling), "extra_views": list(verifier.extra_views),
+                 "view_scaling": float(verifier.view_scaling), "classes": [int(c) for c in verifier.classes_]},
         "info": {**({"writers": list(model.learned_writers_)} if hasattr(model, "learned_writers_") else {}),
                  **(info or {})},
     }
@@ -194,7 +195,9 @@ def load(path, *, device="auto"):
     classifier = _fitted_logistic(tensors["head.coef"], tensors["head.intercept"], head["classes"], C=head["C"])
     verifier = LogisticSiameseRegression(FrozenEstimator(embedder), C=head["C"], threshold=head["threshold"],
                                          compare_ink=head.get("compare_ink", False),
-                                         ink_scaling=head.get("ink_scaling", 1.0))
+                                         ink_scaling=head.get("ink_scaling", 1.0),
+                                         extra_views=tuple(head.get("extra_views", ())),  # files before: ()
+                                         view_scaling=head.get("view_scaling", 10.0))
     verifier.embedder_ = embedder
     verifier.classifier_ = classifier
     verifier.classes_ = classifier.classes_

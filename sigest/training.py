@@ -24,7 +24,7 @@ from .datasets import check_writers, make_pairs, make_reference_sets, qualified_
 from .embedder import SiameseEmbedder, embedding_targets
 from .nn import within_writer_whitening
 from .preprocessing import PreprocessImage
-from .verification import LogisticSiameseRegression, VotingVerifier
+from .verification import LogisticSiameseRegression, VotingVerifier, take_rows
 
 __all__ = ["verifier_pipeline", "make_verifier", "train_siamese_model", "fit_whitening", "fit_pair_head",
            "fit_reference_voter", "train_verifier", "calibrate"]
@@ -218,7 +218,8 @@ def fit_whitening(embedder, images, writers, *, rows=None, shrinkage=0.1):
     module.set_view_whitening(
         penultimate=within_writer_whitening(views["penultimate"], codes, shrinkage=shrinkage),
         strips=torch.stack([within_writer_whitening(strip, codes, shrinkage=shrinkage)
-                            for strip in views["strips"].unbind(1)]))
+                            for strip in views["strips"].unbind(1)]),
+        texture=within_writer_whitening(views["texture"], codes, shrinkage=shrinkage))
     return embedder
 
 
@@ -233,7 +234,7 @@ def _pair_rows(table, **pair_params):
     return pairs[["reference", "questioned"]].to_numpy(dtype=int), pairs["label"].to_numpy()
 
 
-def fit_pair_head(embedder, valid, images, *, ink=None, n_per_writer=40, random_state=0):
+def fit_pair_head(embedder, valid, images, *, ink=None, n_per_writer=40, extra_views=("texture",), random_state=0):
     """The pair classifier and its threshold, fitted on writers the embedder never trained on.
 
     Parameters
@@ -249,6 +250,8 @@ def fit_pair_head(embedder, valid, images, *, ink=None, n_per_writer=40, random_
         given, the pair classifier also compares ink (``compare_ink=True``).
     n_per_writer : int, default=40
         Balanced pairs of each label per writer (skilled and random forgeries) for the logistic regression.
+    extra_views : tuple of str, default=("texture",)
+        The pair classifier's ``extra_views``: views whose distance it compares beside the embedding.
     random_state : int, default=0
 
     Returns
@@ -262,7 +265,7 @@ def fit_pair_head(embedder, valid, images, *, ink=None, n_per_writer=40, random_
     head_rows, head_labels = _pair_rows(valid, protocol="balanced", forgeries="both", n_per_writer=n_per_writer,
                                         random_state=random_state)
     verifier = LogisticSiameseRegression(FrozenEstimator(embedder), compare_ink=ink is not None,
-                                         random_state=random_state)
+                                         extra_views=extra_views, random_state=random_state)
     verifier.fit({"images": images, "ink": ink, "rows": head_rows}, head_labels)  # each image held once
     return verifier.set_params(threshold=_pair_threshold(verifier, valid, images, ink))
 
@@ -273,7 +276,7 @@ def _pair_threshold(verifier, table, images, ink):
 
     rows, labels = _pair_rows(table, forgeries="skilled")
     distinct = np.unique(rows)
-    pairs = verifier.embed(images[distinct])[np.searchsorted(distinct, rows)]  # (n_pairs, 2, d)
+    pairs = take_rows(verifier.head_views(images[distinct]), np.searchsorted(distinct, rows))  # (n_pairs, 2, ...)
     ink = np.asarray(ink)[rows] if verifier.compare_ink else None
     return choose_threshold(labels, verifier.proba_from_embeddings(pairs, ink=ink))
 
@@ -427,7 +430,7 @@ def train_verifier(table, *, images=None, ink=None, preprocessor=None, valid_wri
                                    init=start, **embedder_params)
     if whitening == "auto" and start is not None:
         embedder.module_.set_whitening(start.module_.whitening).set_view_whitening(
-            start.module_.penultimate_whitening, start.module_.strip_whitening)
+            start.module_.penultimate_whitening, start.module_.strip_whitening, start.module_.texture_whitening)
     elif whitening is not None:
         own = train[train["genuine"]]
         fit_whitening(embedder, images, table["writer"].to_numpy(), rows=own["_row"].to_numpy(),

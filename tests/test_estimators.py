@@ -320,6 +320,30 @@ def test_normalized_voting_adds_a_log_ratio_per_extra_view(voter_rows):
         VotingVerifier(FrozenEstimator(clf), voting="normalized", extra_views=("stage3",)).fit(rows, labels)
 
 
+def test_a_pair_head_with_extra_views_adds_their_scaled_distance(voter_rows, pair_data):
+    clf, rows, labels = voter_rows
+    _, _, X, y = pair_data
+    pairs = PreprocessImage(size=SIZE).transform(X)
+    head = LogisticSiameseRegression(FrozenEstimator(clf.embedder_), extra_views=("texture",), view_scaling=3.0,
+                                     random_state=0).fit(pairs, y)
+    assert head.classifier_.n_features_in_ == 2 * 16 + 1
+    views = head.embed_views(pairs.reshape(-1, *pairs.shape[2:]))
+    E, T = (views[name].reshape(len(pairs), 2, -1) for name in ("embedding", "texture"))
+    expected = np.hstack([pair_features(E), -3.0 * np.linalg.norm(T[:, 0] - T[:, 1], axis=1)[:, None]])
+    np.testing.assert_allclose(head.decision_function(pairs), head.classifier_.decision_function(expected), rtol=1e-4)
+    # the voter's evidence, read off its one pass over the rows' images, is the head's own pair probability
+    voter = VotingVerifier(FrozenEstimator(head), voting="normalized", compare_ink=False).fit(rows, labels)
+    probability, per_reference = voter.verify(rows)
+    np.testing.assert_allclose(probability, voter.predict_proba(rows)[:, 1])
+    np.testing.assert_allclose(per_reference.ravel(), head.predict_proba(VotingVerifier._as_pairs(rows))[:, 1],
+                               rtol=1e-5)
+    np.testing.assert_allclose(voter.reference_probabilities(rows), per_reference, rtol=1e-5)
+    with pytest.raises(ValueError, match="got none of"):
+        head.proba_from_embeddings(E)  # the embedding alone is not what this head compares
+    with pytest.raises(ValueError, match="extra_views must name"):
+        LogisticSiameseRegression(FrozenEstimator(clf.embedder_), extra_views=("stage3",)).fit(pairs, y)
+
+
 def test_verify_gives_the_probability_and_the_evidence_from_one_embedding(voter_rows):
     clf, rows, labels = voter_rows
     ink = np.full((8, 4, 2), 1000.0)

@@ -106,20 +106,27 @@ def test_siamese_resnet_views_come_from_one_pass_each_whitened_by_its_own_map():
     views = net.views(x)
     assert views["penultimate"].shape == (5, net.backbone.stage_channels[-2])
     assert views["strips"].shape == (5, net.n_strips, 4)  # 4 strips even where the last map is 2 columns wide
+    assert views["texture"].shape == (5, net.backbone.stage_channels[net.texture_stage - 1])
     torch.testing.assert_close(views["embedding"], net(x))
-    for name in ("penultimate", "strips"):
+    stage = net.backbone.stages[net.texture_stage - 1](net.backbone.stages[0](net.backbone.stem(x)))  # no attention
+    torch.testing.assert_close(views["texture"], F.normalize(stage.flatten(2).std(dim=2), dim=1))
+    for name in ("penultimate", "strips", "texture"):
         torch.testing.assert_close(views[name].norm(dim=-1), torch.ones(views[name].shape[:-1]))
     c = net.backbone.stage_channels[-2]
     P, S = torch.diag(torch.arange(1.0, c + 1)), torch.diag(torch.tensor([1.0, 2, 3, 4])).repeat(net.n_strips, 1, 1)
-    assert net.set_view_whitening(P, S) is net
+    t = views["texture"].shape[1]
+    T = torch.diag(torch.arange(t, 0.0, -1))
+    assert net.set_view_whitening(P, S, T) is net
     whitened = net.views(x)
     torch.testing.assert_close(whitened["embedding"], views["embedding"])  # the embedding keeps its own map
     torch.testing.assert_close(whitened["penultimate"], F.normalize(views["penultimate"] @ P, dim=1))
     torch.testing.assert_close(whitened["strips"], F.normalize(views["strips"] @ S[0], dim=2))
+    torch.testing.assert_close(whitened["texture"], F.normalize(views["texture"] @ T, dim=1))
     old = {k: v for k, v in net.state_dict().items() if "_whitening" not in k}  # saved before the views
-    fresh = SiameseResNet("resnet_tiny", embedding_dim=4).eval().set_view_whitening(P, S)
+    fresh = SiameseResNet("resnet_tiny", embedding_dim=4).eval().set_view_whitening(P, S, T)
     fresh.load_state_dict(old)
-    torch.testing.assert_close(fresh.views(x)["penultimate"], views["penultimate"])
+    for name in ("penultimate", "texture"):
+        torch.testing.assert_close(fresh.views(x)[name], views[name])
     with pytest.raises(ValueError, match="view whitening must be of shape"):
         net.set_view_whitening(torch.eye(3))
 

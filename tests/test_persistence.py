@@ -88,13 +88,32 @@ def test_the_whitening_round_trips_and_files_without_one_load_unwhitened(fitted,
     assert not torch.equal(module.whitening, torch.eye(16))
     assert not torch.equal(module.penultimate_whitening, torch.eye(len(module.penultimate_whitening)))
     assert not torch.equal(module.strip_whitening[0], torch.eye(16))
+    assert not torch.equal(module.texture_whitening, torch.eye(len(module.texture_whitening)))
     np.testing.assert_allclose(loaded.predict_proba(X), whitened, rtol=1e-5, atol=1e-6)
     tensors = load_file(str(path))
-    for name in ("whitening", "penultimate_whitening", "strip_whitening"):
+    for name in ("whitening", "penultimate_whitening", "strip_whitening", "texture_whitening"):
         del tensors[f"embedder.{name}"]  # as files written before whitening existed
     save_file(tensors, tmp_path / "old.safetensors", metadata={"sigest": json.dumps(read_metadata(path))})
     old = load(tmp_path / "old.safetensors", device="cpu")
     np.testing.assert_allclose(old.predict_proba(X), raw, rtol=1e-5, atol=1e-6)
+
+
+def test_a_pair_head_with_extra_views_round_trips(fitted, tmp_path):
+    import copy
+
+    from sklearn.frozen import FrozenEstimator
+
+    model, X = fitted
+    textured = copy.deepcopy(model)
+    textured[-1].set_params(embedder=FrozenEstimator(textured[-1].embedder_), extra_views=("texture",),
+                            view_scaling=5.0)
+    labels = model.predict(X)  # any labels of both kinds: only the head is fitted, on the trained network
+    labels[:2] = [0, 1]
+    textured[-1].fit(textured[0].transform(X), labels)
+    assert textured[-1].classifier_.n_features_in_ == 2 * 16 + 1
+    loaded = load(save(textured, tmp_path / "textured.safetensors"), device="cpu")
+    assert loaded[-1].extra_views == ("texture",) and loaded[-1].view_scaling == 5.0
+    np.testing.assert_allclose(loaded.predict_proba(X), textured.predict_proba(X), rtol=1e-5, atol=1e-6)
 
 
 def test_the_distance_ratio_voter_round_trips(fitted, small_signatures, tmp_path):
@@ -140,11 +159,11 @@ def test_format_1_files_load_and_their_voter_scores_by_the_embedding_alone(fitte
     finally:
         voter = model.__dict__.pop("reference_voter_")  # the shared fixture stays as it was
     document = read_metadata(path)
-    assert document["format_version"] == FORMAT_VERSION == 2
+    assert document["format_version"] == FORMAT_VERSION == 3
     document["format_version"] = 1  # as sigest wrote it before the views: no view whitening, no extra views
-    del document["reference_voter"]["extra_views"]
+    del document["reference_voter"]["extra_views"], document["head"]["extra_views"], document["head"]["view_scaling"]
     tensors = {k: v for k, v in load_file(str(path)).items() if not k.endswith(("penultimate_whitening",
-                                                                                "strip_whitening"))}
+                                                                                "strip_whitening", "texture_whitening"))}
     save_file(tensors, tmp_path / "v1.safetensors", metadata={"sigest": json.dumps(document)})
     old = load(tmp_path / "v1.safetensors", device="cpu")
     assert old.reference_voter_.extra_views == ()
@@ -197,6 +216,7 @@ def test_the_shipped_verifier_loads_and_scores_path_pairs(small_signatures, tmp_
     assert abs(card.SIGEST_BASE.value.meta["threshold"] - model[-1].threshold) < 1e-3
     voter = model.reference_voter_
     assert voter.extra_views == ("penultimate", "strips") and voter.calibrator_.n_features_in_ == 5
+    assert model[-1].extra_views == ("texture",) and model[-1].classifier_.n_features_in_ == 2 * 128 + 1 + 2
     assert f"threshold {voter.threshold:.3f}" in card.SIGEST_BASE.value.meta["reference_voter"]
     assert len(meta["info"]["valid_writers"]) > 10 and not set(meta["info"]["valid_writers"]) & set(
         meta["info"]["train_writers"])

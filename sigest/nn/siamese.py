@@ -51,12 +51,15 @@ class SiameseResNet(nn.Module):
     with the weights; weights saved without it load with the identity): the embedding is then
     ``normalize(normalize(projection) @ whitening)``.
 
-    :meth:`views` reads two more views of each image off the same forward pass, for verifiers that
-    compare more than the embedding (:class:`sigest.VotingVerifier`'s ``extra_views``): the
-    penultimate stage's map average-pooled, and the last map pooled over ``n_strips`` vertical
-    strips, each strip through the embedding's projection. Each has its own whitening buffer
-    (``penultimate_whitening``, (C, C); ``strip_whitening``, (n_strips, embedding_dim,
-    embedding_dim)), set by :meth:`set_view_whitening`.
+    :meth:`views` reads three more views of each image off the same forward pass, for verifiers that
+    compare more than the embedding (the ``extra_views`` of :class:`sigest.VotingVerifier` and
+    :class:`sigest.LogisticSiameseRegression`): the penultimate stage's map average-pooled, the last
+    map pooled over ``n_strips`` vertical strips, each strip through the embedding's projection, and
+    the ``texture_stage``-th stage's map summarised by each channel's standard deviation over its
+    positions (how unevenly a stroke feature is spread: a texture statistic of the strokes). Each
+    has its own whitening buffer (``penultimate_whitening``, (C, C); ``strip_whitening``,
+    (n_strips, embedding_dim, embedding_dim); ``texture_whitening``, (C_texture, C_texture)), set
+    by :meth:`set_view_whitening`.
 
     Convolution weights and activations are kept channels-last (NHWC) in memory, the layout
     oneDNN's CPU kernels prefer (measured on 2 CPU cores: 1.8x faster inference, 1.45x faster
@@ -64,6 +67,7 @@ class SiameseResNet(nn.Module):
     """
 
     n_strips = 4
+    texture_stage = 2  # 1-based stage whose map gives the texture view
 
     def __init__(self, backbone="resnet_tiny", embedding_dim=128, attention="spatial", attention_stages=(3, 4),
                  in_channels=1, dropout=0.0):
@@ -80,10 +84,11 @@ class SiameseResNet(nn.Module):
         self.register_buffer("whitening", torch.eye(embedding_dim))
         self.register_buffer("penultimate_whitening", torch.eye(self.backbone.stage_channels[-2]))
         self.register_buffer("strip_whitening", torch.eye(embedding_dim).repeat(self.n_strips, 1, 1))
+        self.register_buffer("texture_whitening", torch.eye(self.backbone.stage_channels[self.texture_stage - 1]))
         self.to(memory_format=torch.channels_last)
 
     def _feature_maps(self, x):
-        """(penultimate stage's map, last stage's map) of a batch (N, C, H, W), attention applied."""
+        """Every stage's map of a batch (N, C, H, W), first to last, attention applied."""
         x = self.backbone.stem(x.contiguous(memory_format=torch.channels_last))
         maps = []
         for number, stage in enumerate(self.backbone.stages, start=1):
@@ -91,18 +96,18 @@ class SiameseResNet(nn.Module):
             if str(number) in self.attention:
                 x = self.attention[str(number)](x)
             maps.append(x)
-        return maps[-2], maps[-1]
+        return maps
 
     def embed(self, x):
         """Embed a batch of images: (N, C, H, W) -> (N, embedding_dim), unit norm."""
-        return self._embedding(self.dropout(self.pool(self._feature_maps(x)[1]).flatten(1)))
+        return self._embedding(self.dropout(self.pool(self._feature_maps(x)[-1]).flatten(1)))
 
     def _embedding(self, pooled):
         """Pooled last map (N, C) -> the whitened unit-norm embedding (N, embedding_dim)."""
         return _whitened(self.projection(pooled), self.whitening)
 
     def views(self, x):
-        """Three views of each image from one forward pass (inference: no dropout).
+        """Four views of each image from one forward pass (inference: no dropout).
 
         Parameters
         ----------
@@ -115,15 +120,18 @@ class SiameseResNet(nn.Module):
             (N, C_penultimate), the penultimate stage's map average-pooled; ``"strips"``
             (N, n_strips, embedding_dim), the last map average-pooled over vertical strips, left
             to right (:func:`torch.nn.functional.adaptive_avg_pool2d`'s bins: they overlap when
-            the map is narrow), each through the projection.
+            the map is narrow), each through the projection; ``"texture"`` (N, C_texture), the
+            standard deviation of each channel of stage ``texture_stage``'s map over its positions.
             Every row is normalised, whitened by its buffer, and normalised again.
         """
-        penultimate, last = self._feature_maps(x)
+        maps = self._feature_maps(x)
+        penultimate, last = maps[-2], maps[-1]
         strips = F.adaptive_avg_pool2d(last, (1, self.n_strips)).flatten(2).transpose(1, 2)  # (N, n_strips, C)
         return {
             "embedding": self._embedding(last.mean((2, 3))),
             "penultimate": _whitened(penultimate.mean((2, 3)), self.penultimate_whitening),
             "strips": _whitened(self.projection(strips), self.strip_whitening),
+            "texture": _whitened(maps[self.texture_stage - 1].flatten(2).std(2), self.texture_whitening),
         }
 
     def for_inference(self):
@@ -144,7 +152,7 @@ class SiameseResNet(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # weights saved before a whitening existed load with the identity, as BatchNorm fills in
         # num_batches_tracked for old checkpoints
-        for name in ("whitening", "penultimate_whitening", "strip_whitening"):
+        for name in ("whitening", "penultimate_whitening", "strip_whitening", "texture_whitening"):
             state_dict.setdefault(prefix + name, torch.eye(getattr(self, name).shape[-1]).expand_as(getattr(self, name)))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
@@ -168,19 +176,21 @@ class SiameseResNet(nn.Module):
         self.whitening.copy_(whitening.to(self.whitening))
         return self
 
-    def set_view_whitening(self, penultimate=None, strips=None):
+    def set_view_whitening(self, penultimate=None, strips=None, texture=None):
         """Set the whitening of the extra :meth:`views`; None restores the identity.
 
         Parameters
         ----------
         penultimate : Tensor of shape (C_penultimate, C_penultimate) or None
         strips : Tensor of shape (n_strips, embedding_dim, embedding_dim) or None
+        texture : Tensor of shape (C_texture, C_texture) or None
 
         Returns
         -------
         self
         """
-        for buffer, value in ((self.penultimate_whitening, penultimate), (self.strip_whitening, strips)):
+        for buffer, value in ((self.penultimate_whitening, penultimate), (self.strip_whitening, strips),
+                              (self.texture_whitening, texture)):
             identity = torch.eye(buffer.shape[-1]).expand_as(buffer)
             value = identity if value is None else torch.as_tensor(value)
             if value.shape != buffer.shape:
