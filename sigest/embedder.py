@@ -378,7 +378,8 @@ class SiameseEmbedder(NeuralNet):
         -------
         views : dict of ndarray, float32
             ``"embedding"`` (n, embedding_dim), equal to :meth:`transform`'s; ``"penultimate"``
-            (n, C_penultimate); ``"strips"`` (n, n_strips, embedding_dim). Unit-norm rows.
+            (n, C_penultimate); ``"strips"`` (n, n_strips, embedding_dim); ``"texture"`` (n, C_texture).
+            Unit-norm rows.
         """
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 4:
