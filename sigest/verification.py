@@ -531,7 +531,7 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         missing = [name for name in ("embedding", *self.extra_views) if name not in views]
         if missing:
             raise ValueError(f"this pair classifier compares the views {['embedding', *self.extra_views]}; "
-                             f"got none of {missing} (give head_views' dict)")
+                             f"{missing} missing (give the dict head_views returns)")
         features = [pair_features(views["embedding"])]
         for name in self.extra_views:
             V = views[name]
