@@ -50,11 +50,12 @@ class PretrainedVerifier(Enum):
             "input_size": (150, 220),
             "threshold": 0.716,
             "reference_voter": "distance ratios (mean distance to the references over their mean mutual distance) "
-                               "of the embedding and of two more views of the same forward pass (the penultimate "
-                               "stage pooled; the last map pooled over 4 vertical strips, through the projection), "
-                               "each whitened by the training writers' own spread, and ink differences "
-                               "(|log x - mean log x of the references| for the ink pixels and the stroke width "
-                               "on the page), logistic calibration and threshold 0.508 fitted with 5 references "
+                               "of the embedding and of three more views of the same forward pass (the penultimate "
+                               "stage pooled; the last map pooled over 4 vertical strips, through the projection; "
+                               "each channel's spread over the second stage's map), each whitened by the training "
+                               "writers' own spread, and ink differences (|log x - mean log x of the references| "
+                               "for the ink pixels and the stroke width on the page), logistic calibration and "
+                               "threshold 0.512 fitted with 5 references "
                                "on the 18 validation writers; sigest verify uses it with 3 or more references",
             "metrics": {
                 "protocol": "same recipe, writer-disjoint folds 0-2 of 5 per data set, seed 0, embedding distance; "
@@ -72,12 +73,16 @@ class PretrainedVerifier(Enum):
                                   "5 references by the ratios of the three views with ink, as this file scores",
                 "EER_k5_views_ink": {"bhsig260-bengali": 0.042, "cedar": 0.073, "sigcomp2011-dutch": 0.053},
                 "EER_k5_ratio_ink_same_runs": {"bhsig260-bengali": 0.047, "cedar": 0.085, "sigcomp2011-dutch": 0.058},
-                "texture_protocol": "the same recipe, 11 writer folds x 2 trainings (CPU float32, GPU bfloat16), "
-                                    "seed 0; single pairs by the pair head with ink fitted as this file's "
-                                    "(benchmarks/views.py, rule 'pair head'), with and without the texture distance",
+                "texture_protocol": "the same recipe, 11 writer folds x 2 trainings (CPU float32, GPU "
+                                    "bfloat16), seed 0, benchmarks/views.py: single pairs by the pair head with "
+                                    "ink fitted as this file's (rule 'pair head'), with and without the texture "
+                                    "distance; 5 references by the voter's ratios with ink, with and without the "
+                                    "texture ratio",
                 "EER_single_pair_ink_texture": {"bhsig260-bengali": 0.059, "cedar": 0.136, "sigcomp2011-dutch": 0.094},
                 "EER_single_pair_ink_same_runs": {"bhsig260-bengali": 0.067, "cedar": 0.159,
                                                   "sigcomp2011-dutch": 0.111},
+                "EER_k5_views_texture_ink": {"bhsig260-bengali": 0.025, "cedar": 0.061, "sigcomp2011-dutch": 0.039},
+                "EER_k5_views_ink_same_runs": {"bhsig260-bengali": 0.027, "cedar": 0.061, "sigcomp2011-dutch": 0.045},
             },
         },
     )

@@ -282,7 +282,7 @@ def _pair_threshold(verifier, table, images, ink):
 
 
 def fit_reference_voter(verifier, valid, images, *, ink=None, k=5, n_per_writer=12,
-                        extra_views=("penultimate", "strips"), random_state=0):
+                        extra_views=("penultimate", "strips", "texture"), random_state=0):
     """The distance-ratio voter over ``k`` references, calibrated on writers the embedder never trained on.
 
     Parameters
@@ -300,7 +300,7 @@ def fit_reference_voter(verifier, valid, images, *, ink=None, k=5, n_per_writer=
         References per questioned signature in the calibration rows.
     n_per_writer : int, default=12
         At most this many genuine and this many skilled questioned signatures per writer.
-    extra_views : tuple of str, default=("penultimate", "strips")
+    extra_views : tuple of str, default=("penultimate", "strips", "texture")
         The voter's ``extra_views``.
     random_state : int, default=0
 
@@ -543,7 +543,7 @@ def calibrate(model, table, *, images=None, ink=None, k=5, n_per_writer=12, refi
     if refit_voter or voter is None:
         calibrated.reference_voter_ = fit_reference_voter(
             verifier, table, images, ink=voter_ink, k=k, n_per_writer=n_per_writer, random_state=random_state,
-            extra_views=("penultimate", "strips") if voter is None else tuple(voter.extra_views))
+            extra_views=("penultimate", "strips", "texture") if voter is None else tuple(voter.extra_views))
     else:
         X, labels = _reference_rows(table, images, voter_ink, k, n_per_writer, random_state)
         _with_voter_threshold(calibrated.reference_voter_, X, labels)

@@ -644,14 +644,16 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         with ``benchmarks/scoring.py`` (3 writer folds x 5 reference draws, k=5, EER Bengali /
         CEDAR / Dutch): see the README's table. It assumes references and questioned signatures
         were scanned alike (same resolution).
-    extra_views : tuple of {"penultimate", "strips"}, default=("penultimate", "strips")
+    extra_views : tuple of {"penultimate", "strips", "texture"}, default=("penultimate", "strips", "texture")
         With ``voting="normalized"``: more views of the same images beside the embedding
         (:meth:`sigest.nn.SiameseResNet.views`, needs an estimator with ``embed_views``), each giving
         its own log distance ratio as one more input of the calibration (the strips' log ratios
         averaged into one). They come from the same forward pass and need no training. Measured
         with ``benchmarks/views.py`` on 30 runs of the resnet_tiny recipe (5 writer folds x 2 seeds
         x 3 training variants, 5 reference draws each; k=5 with ink; EER Bengali / CEDAR / Dutch):
-        see the README's table. ``()`` scores by the embedding alone, as model files of format 1 do.
+        see the README's table; the texture view (model format 3 on) measured on 22 networks of the
+        11-fold protocol (-0.2 / -0.0 / -0.5 points) and on the three cross-data-set runs (-1.3 /
+        -0.7 / -1.4). ``()`` scores by the embedding alone, as model files of format 1 do.
     C : float, default=100.0
         Inverse L2 regularisation of the calibration (``voting="normalized"``). It fits 1 to 3
         weights on hundreds of rows, and the ink differences are small numbers (about 0.1) that
@@ -692,7 +694,7 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     }
 
     def __init__(self, estimator, *, voting="soft", threshold=0.5, compare_ink=False,
-                 extra_views=("penultimate", "strips"), C=100.0):
+                 extra_views=("penultimate", "strips", "texture"), C=100.0):
         self.estimator = estimator
         self.voting = voting
         self.threshold = threshold

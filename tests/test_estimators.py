@@ -302,7 +302,7 @@ def test_normalized_voting_adds_a_log_ratio_per_extra_view(voter_rows):
         voter = VotingVerifier(FrozenEstimator(clf), voting="normalized").fit(rows, labels)
     assert calls == [3 + 8]  # every distinct image once, all views from one pass
     assert copied == [] and voter.estimator_ is voter.estimator  # a frozen estimator: no pair is copied to fit it
-    assert voter.extra_views == ("penultimate", "strips") and voter.calibrator_.n_features_in_ == 3
+    assert voter.extra_views == ("penultimate", "strips", "texture") and voter.calibrator_.n_features_in_ == 4
 
     def ratio(E):  # (n, 1 + k, d): mean distance to the references over their mean mutual distance
         spread = np.mean([np.linalg.norm(E[:, a] - E[:, b], axis=1) for a, b in [(1, 2), (1, 3), (2, 3)]], axis=0)
@@ -311,8 +311,10 @@ def test_normalized_voting_adds_a_log_ratio_per_extra_view(voter_rows):
     views = original(rows.reshape(-1, *rows.shape[2:]))
     np.testing.assert_allclose(views["embedding"], clf.embed(rows.reshape(-1, *rows.shape[2:])), atol=1e-6)
     P, S = views["penultimate"].reshape(8, 4, -1), views["strips"].reshape(8, 4, *views["strips"].shape[1:])
+    T = views["texture"].reshape(8, 4, -1)
     inputs = np.column_stack([np.log(voter.distance_ratio(rows)), np.log(ratio(P)),
-                              np.mean([np.log(ratio(S[:, :, i])) for i in range(S.shape[2])], axis=0)])
+                              np.mean([np.log(ratio(S[:, :, i])) for i in range(S.shape[2])], axis=0),
+                              np.log(ratio(T))])
     np.testing.assert_allclose(voter.predict_proba(rows), voter.calibrator_.predict_proba(inputs), rtol=1e-4)
     one = VotingVerifier(FrozenEstimator(clf), voting="normalized", extra_views=["penultimate"]).fit(rows, labels)
     np.testing.assert_allclose(one.predict_proba(rows), one.calibrator_.predict_proba(inputs[:, :2]), rtol=1e-4)

@@ -139,7 +139,7 @@ def test_the_distance_ratio_voter_round_trips(fitted, small_signatures, tmp_path
         assert twin.voting == "normalized" and twin.n_references_ == 3 and twin.threshold == voter.threshold
         assert twin.get_params()["C"] == voter.C == VotingVerifier(None).C
         assert twin.compare_ink == voter.compare_ink == loaded[0].measure_ink == (with_ink is not None)
-        assert twin.extra_views == voter.extra_views == ("penultimate", "strips")
+        assert twin.extra_views == voter.extra_views == ("penultimate", "strips", "texture")
         X = images[at] if with_ink is None else {"images": images[at], "ink": ink[at]}
         np.testing.assert_allclose(twin.predict_proba(X), voter.predict_proba(X), rtol=1e-5, atol=1e-6)
     assert "reference_voter" not in read_metadata(save(model, tmp_path / "plain.safetensors"))
@@ -162,8 +162,8 @@ def test_format_1_files_load_and_their_voter_scores_by_the_embedding_alone(fitte
     assert document["format_version"] == FORMAT_VERSION == 3
     document["format_version"] = 1  # as sigest wrote it before the views: no view whitening, no extra views
     del document["reference_voter"]["extra_views"], document["head"]["extra_views"], document["head"]["view_scaling"]
-    tensors = {k: v for k, v in load_file(str(path)).items() if not k.endswith(("penultimate_whitening",
-                                                                                "strip_whitening", "texture_whitening"))}
+    views = ("penultimate_whitening", "strip_whitening", "texture_whitening")
+    tensors = {k: v for k, v in load_file(str(path)).items() if not k.endswith(views)}
     save_file(tensors, tmp_path / "v1.safetensors", metadata={"sigest": json.dumps(document)})
     old = load(tmp_path / "v1.safetensors", device="cpu")
     assert old.reference_voter_.extra_views == ()
@@ -215,7 +215,7 @@ def test_the_shipped_verifier_loads_and_scores_path_pairs(small_signatures, tmp_
     assert card.SIGEST_BASE.value.meta["input_size"] == tuple(model[0].size)
     assert abs(card.SIGEST_BASE.value.meta["threshold"] - model[-1].threshold) < 1e-3
     voter = model.reference_voter_
-    assert voter.extra_views == ("penultimate", "strips") and voter.calibrator_.n_features_in_ == 5
+    assert voter.extra_views == ("penultimate", "strips", "texture") and voter.calibrator_.n_features_in_ == 6
     assert model[-1].extra_views == ("texture",) and model[-1].classifier_.n_features_in_ == 2 * 128 + 1 + 2
     assert f"threshold {voter.threshold:.3f}" in card.SIGEST_BASE.value.meta["reference_voter"]
     assert len(meta["info"]["valid_writers"]) > 10 and not set(meta["info"]["valid_writers"]) & set(
