@@ -56,7 +56,12 @@ def main():
     references = table[table["genuine"]]["path"].tolist()[:5]
     questioned = table["path"].tolist()[5 : 5 + args.n]
     reference_images, reference_ink = preprocess.transform_with_ink(references)
-    reference_embeddings = verifier.embed(reference_images)
+    reference_embeddings = verifier.head_views(reference_images)  # what the pair head compares
+
+    def pairs_of(R, Q):
+        """(5, ...) reference and (n, ...) questioned embeddings -> (n * 5, 2, ...) (reference, questioned) pairs."""
+        return np.stack([np.broadcast_to(R, (len(Q), *R.shape)), np.repeat(Q[:, None], len(R), axis=1)],
+                        axis=2).reshape(len(Q) * len(R), 2, *R.shape[1:])
 
     def verify_rows():
         started = time.perf_counter()
@@ -76,12 +81,11 @@ def main():
                  "rows": rows}
             scores = model.reference_voter_.predict_proba(X)[:, 1]
             return middle - started, time.perf_counter() - started, scores
-        q = verifier.embed(images)
-        pairs = np.stack([np.broadcast_to(reference_embeddings, (len(q), 5, q.shape[1])),
-                          np.repeat(q[:, None], 5, axis=1)], axis=2).reshape(-1, 2, q.shape[1])
-        pair_ink = np.stack([np.broadcast_to(reference_ink, (len(q), 5, ink.shape[1])),
-                             np.repeat(ink[:, None], 5, axis=1)], axis=2).reshape(-1, 2, ink.shape[1])
-        scores = verifier.proba_from_embeddings(pairs, ink=pair_ink).reshape(len(q), 5).mean(axis=1)
+        q = verifier.head_views(images)
+        pairs = ({name: pairs_of(reference_embeddings[name], value) for name, value in q.items()}
+                 if isinstance(q, dict) else pairs_of(reference_embeddings, q))
+        pair_ink = pairs_of(reference_ink, ink)
+        scores = verifier.proba_from_embeddings(pairs, ink=pair_ink).reshape(len(images), 5).mean(axis=1)
         return middle - started, time.perf_counter() - started, scores
 
     if args.rows and (args.voting != "normalized" or not preprocess.measure_ink):
