@@ -1,8 +1,8 @@
 """End-to-end verification throughput of a model on this machine: image paths in, verdicts out.
 
-Five genuine references of one writer are preprocessed and embedded once; then ``--n`` questioned
-images (read from disk, preprocessed, embedded, scored against the five references, soft vote) are
-verified in one call. Prints questioned signatures per second (median of ``--repeats`` runs), with
+Five genuine references of one writer are preprocessed once; then ``--n`` questioned images (read from
+disk, preprocessed, embedded with the references, each image once, and scored against the five references
+by ``sigest.seed_api.vote_rows``'s soft vote, as ``sigest verify`` does) are verified in one call. Prints questioned signatures per second (median of ``--repeats`` runs), with
 the preprocessing's share of the time, and the model file's size.
 
 ``--voting normalized`` scores with the model's distance-ratio voter instead (``model.reference_voter_``,
@@ -30,6 +30,7 @@ import torch
 import sigest
 from sigest.datasets import load_signatures
 from sigest.pretrained import weights_path
+from sigest.seed_api import vote_rows
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cedar"
 
@@ -56,12 +57,6 @@ def main():
     references = table[table["genuine"]]["path"].tolist()[:5]
     questioned = table["path"].tolist()[5 : 5 + args.n]
     reference_images, reference_ink = preprocess.transform_with_ink(references)
-    reference_embeddings = verifier.head_views(reference_images)  # what the pair head compares
-
-    def pairs_of(R, Q):
-        """(5, ...) reference and (n, ...) questioned embeddings -> (n * 5, 2, ...) (reference, questioned) pairs."""
-        return np.stack([np.broadcast_to(R, (len(Q), *R.shape)), np.repeat(Q[:, None], len(R), axis=1)],
-                        axis=2).reshape(len(Q) * len(R), 2, *R.shape[1:])
 
     def verify_rows():
         started = time.perf_counter()
@@ -75,17 +70,14 @@ def main():
         started = time.perf_counter()
         images, ink = preprocess.transform_with_ink(questioned)
         middle = time.perf_counter()
-        if args.voting == "normalized":  # each image once; row i: (questioned i, the 5 references)
-            rows = np.column_stack([np.arange(len(images)), np.tile(len(images) + np.arange(5), (len(images), 1))])
-            X = {"images": np.concatenate([images, reference_images]), "ink": np.concatenate([ink, reference_ink]),
-                 "rows": rows}
+        # each image once; row i: (questioned i, the 5 references)
+        rows = np.column_stack([np.arange(len(images)), np.tile(len(images) + np.arange(5), (len(images), 1))])
+        X = {"images": np.concatenate([images, reference_images]), "ink": np.concatenate([ink, reference_ink]),
+             "rows": rows}
+        if args.voting == "normalized":
             scores = model.reference_voter_.predict_proba(X)[:, 1]
-            return middle - started, time.perf_counter() - started, scores
-        q = verifier.head_views(images)
-        pairs = ({name: pairs_of(reference_embeddings[name], value) for name, value in q.items()}
-                 if isinstance(q, dict) else pairs_of(reference_embeddings, q))
-        pair_ink = pairs_of(reference_ink, ink)
-        scores = verifier.proba_from_embeddings(pairs, ink=pair_ink).reshape(len(images), 5).mean(axis=1)
+        else:  # the mean pair probability over the references, as sigest verify computes it
+            scores = vote_rows(model, X, voting="soft")[1]
         return middle - started, time.perf_counter() - started, scores
 
     if args.rows and (args.voting != "normalized" or not preprocess.measure_ink):

@@ -108,11 +108,6 @@ def _head_views(estimator, X):
     return getattr(estimator, "head_views", estimator.embed)(X)
 
 
-def _is_dict_head(estimator):
-    """Whether ``estimator.proba_from_embeddings`` takes a dict of views (a pair classifier with extra views)."""
-    return bool(getattr(estimator, "extra_views", ()))
-
-
 def _proba_from_embeddings(estimator, pairs, ink):
     """``estimator.proba_from_embeddings`` of embedded pairs, handing it the pairs' ink when it compares ink."""
     if getattr(estimator, "compare_ink", False):
@@ -782,12 +777,14 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def _pair_probabilities(self, E, ink):
         """The pair estimator's genuine probability of each (reference, questioned) pair of embedded rows.
 
-        E (n, 1 + k, d) embeddings, or a dict of such arrays (n, 1 + k, ...) as the estimator's ``head_views``
-        gives them; ink (n, 1 + k, m) or None -> (n, k).
+        E (n, 1 + k, d) embeddings, or a dict of views (n, 1 + k, ...) holding at least the ones the estimator
+        compares (its ``head_views``); ink (n, 1 + k, m) or None -> (n, k).
         """
         if isinstance(E, dict):
-            names = ("embedding", *getattr(self.estimator_, "extra_views", ()))
-            pairs = {name: self._as_pairs(E[name]) for name in names}
+            names = getattr(self.estimator_, "extra_views", ())
+            if not names:  # a pair classifier of the embedding alone
+                return self._pair_probabilities(E["embedding"], ink)
+            pairs = {name: self._as_pairs(E[name]) for name in ("embedding", *names)}
             n, m = E["embedding"].shape[:2]
         else:
             pairs, (n, m) = self._as_pairs(E), E.shape[:2]
@@ -894,8 +891,7 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             per_reference = self.reference_probabilities(X)
             return self.combine(per_reference), per_reference
         probability, views, ink = self._calibrated(X)
-        return probability, self._pair_probabilities(views if _is_dict_head(self.estimator_) else views["embedding"],
-                                                     ink)
+        return probability, self._pair_probabilities(views, ink)
 
     def predict(self, X):
         """1 (genuine) or 0 (forgery) per row: (n,)."""
