@@ -187,6 +187,8 @@ def resize(images, size):
 
 
 def run(cache, args, fold, seed):
+    """Train one fold and seed: (what training did: epochs, best epoch, validation EER, seconds, images/s; one row
+    of figures per test data set, empty with --folds -1)."""
     table = cache.table.rename(columns={"index": "row"})
     train, valid, test = split(table, args, fold, seed)
     images = resize(cache_images(cache), tuple(args.size))
@@ -262,15 +264,14 @@ def run(cache, args, fold, seed):
                     "train_rows": train["row"].to_numpy(), "valid_rows": valid["row"].to_numpy(),
                     "test_rows": test["row"].to_numpy(), "args": vars(args)},
                    args.save_checkpoints.format(fold=fold, seed=seed))
+    trained = {"epochs": len(net.history), "best_epoch": best, "valid_eer": float(np.nanmin(net.history[:, "valid_eer"])),
+               "train_s": seconds, "time_limited": bool(net.interrupted_), "images_per_s": seen / seconds}
     results = []
     for dataset, group in test.groupby("dataset"):
         m = measure(E, group, valid_votes, rng, args.k, cache.ink)
         results.append({"fold": fold, "seed": seed, "test": dataset, "n_train_writers": train["writer"].nunique(),
-                        "n_test_writers": group["writer"].nunique(), "epochs": len(net.history), "best_epoch": best,
-                        "valid_eer": float(np.nanmin(net.history[:, "valid_eer"])), "train_s": seconds,
-                        "time_limited": bool(net.interrupted_),
-                        "images_per_s": seen / seconds, **m})
-    return results
+                        "n_test_writers": group["writer"].nunique(), **trained, **m})
+    return trained, results
 
 
 def main():
@@ -329,7 +330,12 @@ def main():
     rows = []
     for fold in args.folds:
         for seed in args.seeds:
-            for r in run(cache, args, fold, seed):
+            trained, results = run(cache, args, fold, seed)
+            if not results:  # --folds -1: trained on every writer, nothing to test
+                print(f"{args.tag} fold {fold} seed {seed}: no test writers | best ep {trained['best_epoch']}/"
+                      f"{trained['epochs']} validation EER {100 * trained['valid_eer']:5.2f} | {trained['train_s']:.0f}s "
+                      f"{trained['images_per_s']:.0f} img/s", flush=True)
+            for r in results:
                 r["tag"] = args.tag
                 rows.append(r)
                 print(f"{args.tag} fold {fold} seed {seed} {r['test']:18s} EER {100 * r['EER']:5.2f} "
