@@ -105,7 +105,8 @@ def cmd_prepare(args):
 
     check_output_file(args.out)
     table = load_signatures(args.data[0] if len(args.data) == 1 else args.data)
-    preprocessor = PreprocessImage(tuple(args.size or DEFAULT_SIZE), binarize=args.binarize, n_jobs=args.jobs)
+    preprocessor = PreprocessImage(tuple(args.size or DEFAULT_SIZE), binarize=args.binarize,
+                                   normalize_ink=args.normalize_ink, n_jobs=args.jobs)
     out = prepare_cache(table, args.out, preprocessor=preprocessor,
                         progress=not args.quiet)
     print(f"preprocessed {len(table)} images of {table['writer'].nunique()} writers "
@@ -313,6 +314,9 @@ def build_parser():
     _size_option(prepare)
     prepare.add_argument("--binarize", action="store_true",
                          help="black ink on white paper: drop the ink's gray levels (pens, scanners)")
+    prepare.add_argument("--normalize-ink", type=float, nargs="?", const=95.0, metavar="PERCENTILE",
+                         help="scale each image's ink so that this percentile of its darkness is black (default "
+                              "%(const)s): the same signature in a lighter or darker ink gives the same image")
     prepare.add_argument("--jobs", type=int, default=-1, help="parallel workers (default: all cores)")
     prepare.add_argument("--quiet", action="store_true", help="no progress bar")
     prepare.set_defaults(func=cmd_prepare)

@@ -179,6 +179,19 @@ def test_prepare_binarize_is_kept_in_the_cache(trained, tmp_path, capsys):
     assert not np.allclose(PreprocessImage((32, 64)).transform(paths), binary, atol=0.05)
 
 
+def test_prepare_normalize_ink_is_kept_in_the_cache(trained, tmp_path, capsys):
+    root, _ = trained
+    status = main(["prepare", str(root / "data"), "--out", str(tmp_path / "norm.npz"), "--size", "32", "64",
+                   "--normalize-ink", "--jobs", "1", "--quiet"])
+    assert status == 0 and "preprocessed" in capsys.readouterr().out
+    cache = load_cache(tmp_path / "norm.npz")
+    assert cache_preprocessor(cache).normalize_ink == 95.0
+    paths = cache.table["path"].tolist()[:4]
+    normalized = PreprocessImage((32, 64), normalize_ink=95.0).transform(paths)
+    np.testing.assert_allclose(cache_images(cache, [0, 1, 2, 3]), normalized, atol=0.5 / 255 + 1e-6)
+    assert not np.allclose(PreprocessImage((32, 64)).transform(paths), normalized, atol=0.05)
+
+
 def test_verify_report_draws_the_evidence(trained, tmp_path, monkeypatch, capsys):
     root, model = trained
     refs = sorted(str(p) for p in (root / "data" / "w005" / "genuine").glob("*.png"))

@@ -171,6 +171,27 @@ def test_binarize_drops_the_ink_gray_levels_and_keeps_the_shape():
     np.testing.assert_array_equal(F.binarize(np.array([[True, False]])), [[0, 255]])
 
 
+def test_normalize_ink_gives_one_image_for_a_lighter_pen_and_keeps_relative_gray_levels():
+    """The same strokes in a pale and a dark ink come out alike; without it they differ by the pen."""
+    dark = _bar_page(20, 120)
+    dark[25:30, 40:140] = 60  # two ink levels: the relative levels must survive
+    pale = dark.copy()
+    pale[dark == 30], pale[dark == 60] = 140, 155  # darkness 225 and 195 become 115 and 100 (x 0.51)
+    for cls in (PreprocessImage, TestPreprocessImage):
+        as_scanned = cls(size=(30, 60)).transform([dark, pale])
+        assert np.abs(as_scanned[0] - as_scanned[1]).max() > 0.4
+        normalized = cls(size=(30, 60), normalize_ink=95).transform([dark, pale])
+        np.testing.assert_allclose(normalized[0], normalized[1], atol=0.02)
+        assert normalized[0].max() == 1.0 and len(np.unique(np.round(normalized[0][normalized[0] > 0.5], 1))) > 1
+        np.testing.assert_array_equal(normalized[0] == 0, as_scanned[0] == 0)  # the paper stays paper
+    scaled = F.normalize_ink(np.array([[255, 205, 155]], dtype=np.uint8), percentile=100)
+    np.testing.assert_array_equal(scaled, [[255, 128, 0]])  # darkness 0, 50, 100 -> 0, 127.5, 255
+    blank = np.full((4, 4), 250, dtype=np.uint8)
+    assert F.normalize_ink(blank) is blank
+    with pytest.raises(ValueError, match="normalize_ink"):
+        PreprocessImage(normalize_ink=0).fit([dark])
+
+
 def test_transform_with_ink_measures_the_ink_on_the_page():
     small, large = _bar_page(10, 60), _bar_page(20, 120)
     pre = PreprocessImage(size=(30, 60))

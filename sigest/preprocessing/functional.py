@@ -17,6 +17,7 @@ __all__ = [
     "has_ink",
     "remove_background",
     "binarize",
+    "normalize_ink",
     "ink_box",
     "crop_to_mask",
     "pad_to_aspect",
@@ -150,6 +151,33 @@ def remove_background(image, mask):
 def binarize(mask):
     """Black ink (0) on white paper (255): the strokes' shape without the ink's gray levels, uint8 (h, w)."""
     return np.where(mask, np.uint8(0), np.uint8(255))
+
+
+def normalize_ink(image, percentile=95.0, floor=12):
+    """Scale the ink's darkness so that its ``percentile``-th percentile becomes black, paper staying white.
+
+    Darkness is ``255 - gray level``; the ink is every pixel darker than ``floor``. Multiplying every
+    darkness by one factor (a lighter or darker pen, another scanner's contrast) gives the same result,
+    while the strokes' relative gray levels are kept. An image with no pixel darker than ``floor``
+    comes back unchanged.
+
+    Parameters
+    ----------
+    image : ndarray of shape (h, w), uint8
+        Dark ink on white paper (background removed, so that paper is not counted as ink).
+    percentile : float in (0, 100], default=95.0
+    floor : int, default=12
+
+    Returns
+    -------
+    image : ndarray of shape (h, w), uint8
+    """
+    darkness = 255.0 - image
+    ink = darkness[darkness > floor]
+    if ink.size == 0:
+        return image
+    top = np.percentile(ink, percentile)
+    return (255.0 - np.clip(np.rint(darkness * (255.0 / top)), 0.0, 255.0)).astype(np.uint8)
 
 
 def ink_box(mask, margin=0):
