@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -109,7 +111,11 @@ def test_siamese_resnet_views_come_from_one_pass_each_whitened_by_its_own_map():
     assert views["texture"].shape == (5, net.backbone.stage_channels[net.texture_stage - 1])
     torch.testing.assert_close(views["embedding"], net(x))
     stage = net.backbone.stages[net.texture_stage - 1](net.backbone.stages[0](net.backbone.stem(x)))  # no attention
-    torch.testing.assert_close(views["texture"], F.normalize(stage.flatten(2).std(dim=2), dim=1))
+    torch.testing.assert_close(views["texture"], F.normalize(stage.flatten(2).std(dim=2, correction=0), dim=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a one-position map has no spread: zeros, not NaN and a warning
+        one_position = net.views(torch.rand(2, 1, 8, 8))["texture"]
+    torch.testing.assert_close(one_position, torch.zeros_like(one_position))
     for name in ("penultimate", "strips", "texture"):
         torch.testing.assert_close(views[name].norm(dim=-1), torch.ones(views[name].shape[:-1]))
     c = net.backbone.stage_channels[-2]

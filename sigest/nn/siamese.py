@@ -21,6 +21,13 @@ def _whitened(x, whitening):
     return F.normalize(x.squeeze(-2), dim=-1)
 
 
+def _spread(feature_map):
+    """Each channel's standard deviation over the positions of a map (N, C, H, W) -> (N, C): zero for a map of one
+    position, and an empty batch gives (0, C), without torch.std's warnings."""
+    flat = feature_map.flatten(2).float()  # float32 under autocast too: a variance in bfloat16 loses digits
+    return (flat - flat.mean(2, keepdim=True)).square().mean(2).sqrt()
+
+
 class SiameseResNet(nn.Module):
     """ResNet backbone with spatial attention after chosen stages and an L2-normalised embedding.
 
@@ -131,7 +138,7 @@ class SiameseResNet(nn.Module):
             "embedding": self._embedding(last.mean((2, 3))),
             "penultimate": _whitened(penultimate.mean((2, 3)), self.penultimate_whitening),
             "strips": _whitened(self.projection(strips), self.strip_whitening),
-            "texture": _whitened(maps[self.texture_stage - 1].flatten(2).std(2), self.texture_whitening),
+            "texture": _whitened(_spread(maps[self.texture_stage - 1]), self.texture_whitening),
         }
 
     def for_inference(self):
