@@ -166,30 +166,20 @@ def test_bad_output_paths_fail_before_any_work(trained, tmp_path, capsys):
     assert status == 2 and "not a folder" in capsys.readouterr().err
 
 
-def test_prepare_binarize_is_kept_in_the_cache(trained, tmp_path, capsys):
+@pytest.mark.parametrize("option, params", [(["--binarize"], {"binarize": True}),
+                                            (["--normalize-ink"], {"normalize_ink": 95.0})])
+def test_prepare_preprocessing_options_are_kept_in_the_cache(trained, tmp_path, capsys, option, params):
     root, _ = trained
-    status = main(["prepare", str(root / "data"), "--out", str(tmp_path / "bin.npz"), "--size", "32", "64",
-                   "--binarize", "--jobs", "1", "--quiet"])
+    status = main(["prepare", str(root / "data"), "--out", str(tmp_path / "c.npz"), "--size", "32", "64",
+                   *option, "--jobs", "1", "--quiet"])
     assert status == 0 and "preprocessed" in capsys.readouterr().out
-    cache = load_cache(tmp_path / "bin.npz")
-    assert cache_preprocessor(cache).binarize and cache.images.shape[1:] == (32, 64)
+    cache = load_cache(tmp_path / "c.npz")
+    preprocessor = cache_preprocessor(cache)
+    assert {k: getattr(preprocessor, k) for k in params} == params and cache.images.shape[1:] == (32, 64)
     paths = cache.table["path"].tolist()[:4]
-    binary = PreprocessImage((32, 64), binarize=True).transform(paths)
-    np.testing.assert_allclose(cache_images(cache, [0, 1, 2, 3]), binary, atol=0.5 / 255 + 1e-6)
-    assert not np.allclose(PreprocessImage((32, 64)).transform(paths), binary, atol=0.05)
-
-
-def test_prepare_normalize_ink_is_kept_in_the_cache(trained, tmp_path, capsys):
-    root, _ = trained
-    status = main(["prepare", str(root / "data"), "--out", str(tmp_path / "norm.npz"), "--size", "32", "64",
-                   "--normalize-ink", "--jobs", "1", "--quiet"])
-    assert status == 0 and "preprocessed" in capsys.readouterr().out
-    cache = load_cache(tmp_path / "norm.npz")
-    assert cache_preprocessor(cache).normalize_ink == 95.0
-    paths = cache.table["path"].tolist()[:4]
-    normalized = PreprocessImage((32, 64), normalize_ink=95.0).transform(paths)
-    np.testing.assert_allclose(cache_images(cache, [0, 1, 2, 3]), normalized, atol=0.5 / 255 + 1e-6)
-    assert not np.allclose(PreprocessImage((32, 64)).transform(paths), normalized, atol=0.05)
+    expected = PreprocessImage((32, 64), **params).transform(paths)
+    np.testing.assert_allclose(cache_images(cache, [0, 1, 2, 3]), expected, atol=0.5 / 255 + 1e-6)
+    assert not np.allclose(PreprocessImage((32, 64)).transform(paths), expected, atol=0.05)
 
 
 def test_verify_report_draws_the_evidence(trained, tmp_path, monkeypatch, capsys):
