@@ -16,12 +16,12 @@ the ink measures and the references unchanged). Per factor and test data set: th
 (genuine vs skilled, its own threshold on the test scores) and its FRR / FAR at the threshold chosen
 on the validation writers; means and sd over runs and reference draws.
 
-With ``--stretch Q``, every image (training, validation and test, and each changed one) is first
-scaled so that the Q-th percentile of its ink's intensity becomes 1: a cache made the same way
-(``benchmarks/ink_shift.py``'s :func:`stretch_ink`) trains such a network, which no global ink
-intensity can move.
+With ``--normalize-ink Q``, every image (training, validation and test, and each changed one) first goes
+through ``PreprocessImage(normalize_ink=Q)``'s step, so that the Q-th percentile of its ink's darkness
+is black: for networks trained on a cache made with ``sigest prepare --normalize-ink Q``, which no
+global ink intensity can move.
 
-Usage: python benchmarks/ink_shift.py CACHE.npz RUN.pt [...] [--factors 0.7 0.85 1.2] [--draws 3] [--stretch 95]
+Usage: python benchmarks/ink_shift.py CACHE.npz RUN.pt [...] [--factors 0.7 0.85 1.2] [--draws 3] [--normalize-ink 95]
 """
 
 import argparse
@@ -31,41 +31,35 @@ import pandas as pd
 
 from sigest.cache import cache_images, load_cache
 from sigest.metrics import equal_error_rate
+from sigest.preprocessing import functional as F
 from sigest.training import _reference_rows, fit_pair_head, fit_reference_voter
 
 from views import load_run, whitened_views  # benchmarks/views.py, beside this script
 
 
-def stretch_ink(images, q=95.0, floor=0.05):
-    """Each image scaled so that the ``q``-th percentile of its ink (pixels above ``floor``) is 1, clipped to [0, 1].
-
-    ``images``: float array (n, 1, H, W) in [0, 1], ink bright on a dark background (``invert=True``).
-    Returns a new array of the same shape; an image without ink is returned unchanged.
-    """
-    out = np.empty_like(images)
-    for i, image in enumerate(images):
-        ink = image[image > floor]
-        top = np.percentile(ink, q) if ink.size else 1.0
-        out[i] = np.clip(image / max(top, 1e-3), 0.0, 1.0)
-    return out
+def normalized(images, percentile):
+    """:func:`sigest.preprocessing.functional.normalize_ink` on preprocessed images (n, 1, H, W) in [0, 1], ink bright
+    on a dark background (``invert=True``), as ``PreprocessImage(normalize_ink=percentile)`` applies it: a new array."""
+    gray = np.rint(255.0 * (1.0 - images)).astype(np.uint8)
+    return np.stack([F.to_float(F.normalize_ink(g[0], percentile))[None] for g in gray])
 
 
-def shifted_rows(X, factor, stretch=None):
+def shifted_rows(X, factor, normalize_ink=None):
     """The voter's input ``X`` (``{"images", "ink", "rows"}``) with each questioned image's intensity times ``factor``:
     the changed images are appended and the rows' first column points at them."""
     if factor == 1.0:
         return X
     questioned, position = np.unique(X["rows"][:, 0], return_inverse=True)
     changed = np.clip(X["images"][questioned] * factor, 0.0, 1.0).astype(np.float32)
-    if stretch is not None:
-        changed = stretch_ink(changed, stretch)
+    if normalize_ink is not None:
+        changed = normalized(changed, normalize_ink)
     rows = X["rows"].copy()
     rows[:, 0] = len(X["images"]) + position
     return {"images": np.concatenate([X["images"], changed]), "ink": np.concatenate([X["ink"], X["ink"][questioned]]),
             "rows": rows}
 
 
-def run_figures(path, images, cache, factors, draws, stretch=None):
+def run_figures(path, images, cache, factors, draws, normalize_ink=None):
     """Rows (factor, draw, test data set, EER, FRR, FAR) of one saved run."""
     table = cache.table
     role, settings, weights, _ = load_run(path, table)
@@ -80,7 +74,7 @@ def run_figures(path, images, cache, factors, draws, stretch=None):
     for draw in range(draws):
         X, labels = _reference_rows(test, images, cache.ink, 5, 10_000, draw)
         for factor in factors:
-            probability = voter.verify(shifted_rows(X, factor, stretch))[0]
+            probability = voter.verify(shifted_rows(X, factor, normalize_ink))[0]
             accepted = probability >= voter.threshold
             for name in np.unique(dataset[X["rows"][:, 0]]):
                 mask = dataset[X["rows"][:, 0]] == name
@@ -97,18 +91,19 @@ def main():
     parser.add_argument("--factors", type=float, nargs="+", default=[0.7, 0.85, 1.2],
                         help="multipliers of the questioned image's intensity (1.0, as scanned, is always measured)")
     parser.add_argument("--draws", type=int, default=3, help="random draws of the references per run")
-    parser.add_argument("--stretch", type=float, help="scale every image's ink so this percentile of it is 1")
+    parser.add_argument("--normalize-ink", type=float, metavar="Q",
+                        help="every image through PreprocessImage(normalize_ink=Q)'s step (networks trained so)")
     args = parser.parse_args()
     cache = load_cache(args.cache)
     if cache.ink is None:
         parser.error("the cache holds no ink measures (make it with sigest prepare)")
     images = cache_images(cache)
-    if args.stretch is not None:
-        images = stretch_ink(images, args.stretch)
+    if args.normalize_ink is not None:
+        images = normalized(images, args.normalize_ink)
     factors = [1.0] + [f for f in args.factors if f != 1.0]
     rows = []
     for path in args.runs:
-        rows += run_figures(path, images, cache, factors, args.draws, args.stretch)
+        rows += run_figures(path, images, cache, factors, args.draws, args.normalize_ink)
         print(f"{path}: done", flush=True)
     per_run = pd.DataFrame(rows).groupby(["test", "factor", "file"])[["EER", "FRR", "FAR"]].mean() * 100
     print(f"{len(args.runs)} runs, {args.draws} reference draws each; % (mean and sd over runs)")
