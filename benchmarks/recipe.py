@@ -40,7 +40,7 @@ from sigest.cache import cache_images, load_cache
 from sigest.callbacks import WeightAverage, WriterEER
 from sigest.embedder import SiameseEmbedder, embedding_targets
 from sigest.metrics import equal_error_rate, far_frr, per_writer_eer, roc_auc, within_writer_pairs
-from sigest.nn import ProxyAnchorLoss, SignatureAugment
+from sigest.nn import InkJitter, ProxyAnchorLoss, SignatureAugment
 from sigest.verification import ink_difference
 
 from scoring import add_ratio_ink  # benchmarks/scoring.py, beside this script
@@ -186,6 +186,15 @@ def resize(images, size):
     return F.interpolate(torch.from_numpy(images), size=size, mode="bilinear", antialias=True).numpy()
 
 
+def augmentation(args):
+    """The training augmentation the arguments ask for: SignatureAugment, InkJitter, or None (one at a time)."""
+    if args.augment and args.ink_jitter:
+        raise SystemExit("--augment and --ink-jitter: one at a time")
+    if args.ink_jitter:
+        return InkJitter(factor=tuple(args.ink_jitter))
+    return SignatureAugment(p=args.augment_p) if args.augment else None
+
+
 def run(cache, args, fold, seed):
     """Train one fold and seed: (what training did: epochs, best epoch, validation EER, seconds, images/s; one row
     of figures per test data set, empty with --folds -1)."""
@@ -223,7 +232,7 @@ def run(cache, args, fold, seed):
         module__dropout=args.dropout, **loss, lr=args.lr, max_epochs=args.epochs,
         writers_per_batch=args.p, samples_per_writer=args.k_per_writer, forgeries_per_writer=args.forgeries_per_writer,
         batch_size=256,
-        augment=SignatureAugment(p=args.augment_p) if args.augment else None, callbacks=callbacks, random_state=seed,
+        augment=augmentation(args), callbacks=callbacks, random_state=seed,
         iterator_train__num_workers=args.workers, iterator_train__pin_memory=torch.cuda.is_available(),
         optimizer__weight_decay=args.weight_decay, device=args.device, autocast=args.autocast,
     )
@@ -298,6 +307,8 @@ def main():
     parser.add_argument("--ema", type=float, default=0.0, help="judge and keep an EMA of the weights with this decay")
     parser.add_argument("--augment", action="store_true")
     parser.add_argument("--augment-p", type=float, default=1.0, help="share of training images distorted")
+    parser.add_argument("--ink-jitter", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="multiply the ink intensity of half the training images by a factor in [LOW, HIGH]")
     parser.add_argument("--margin", type=float, default=0.2)
     parser.add_argument("--mining", default="batch_hard")
     parser.add_argument("--smooth", action="store_true", help="soft-margin triplet loss (softplus, not hinge)")

@@ -84,7 +84,16 @@ def _train(args, table, cached=None):
     return train_verifier(table, **(cached or {}), init=init, valid_writers=args.valid_size,
                           size=tuple(args.size or DEFAULT_SIZE), backbone=args.backbone, max_epochs=args.epochs,
                           whitening=args.whitening, device=args.device, autocast=args.autocast,
-                          random_state=args.seed, progress=not args.quiet, lr=args.lr)
+                          augment=_augmentation(args), random_state=args.seed, progress=not args.quiet, lr=args.lr)
+
+
+def _augmentation(args):
+    """``--ink-jitter``'s training augmentation, or None."""
+    if args.ink_jitter is None:
+        return None
+    from .nn import InkJitter
+
+    return InkJitter(factor=tuple(args.ink_jitter))
 
 
 def _save_model(model, path, info=None):
@@ -273,6 +282,11 @@ def _training_options(parser, epochs):
                              "the hardware computes in bfloat16 (GPUs; 1.5x measured on a CPU with AMX), slower "
                              "where it is emulated; "
                              "a .safetensors model computes in float32 wherever it is loaded (default: float32)")
+    parser.add_argument("--ink-jitter", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="multiply the ink intensity of half the training images by a random factor in "
+                             "[LOW, HIGH] (sigest.nn.InkJitter), e.g. 0.6 1.2: a verifier that accepts a lighter or "
+                             "darker pen than the references', at some accuracy on single-pen benchmarks "
+                             "(default: off)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -133,7 +133,8 @@ class SiameseEmbedder(NeuralNet):
         Skilled forgeries of each writer in a batch, at most (None: ``samples_per_writer // 2``).
     augment : torch.nn.Module or None, default=None
         Applied to each training batch of single images (not to triplets, nor at inference),
-        e.g. :class:`sigest.nn.SignatureAugment`; called as ``augment(X, generator=...)``.
+        e.g. :class:`sigest.nn.SignatureAugment` or :class:`sigest.nn.InkJitter`; called as
+        ``augment(X, generator=...)``.
     train_split : callable or None, default=None
         skorch's split; None trains on everything.
     autocast : {None, "bfloat16"}, default=None

@@ -24,7 +24,7 @@ from .datasets import check_writers, make_pairs, make_reference_sets, qualified_
 from .embedder import SiameseEmbedder, embedding_targets
 from .nn import within_writer_whitening
 from .preprocessing import PreprocessImage
-from .verification import LogisticSiameseRegression, VotingVerifier, take_rows
+from .verification import EXTRA_VIEWS, LogisticSiameseRegression, VotingVerifier, take_rows
 
 __all__ = ["verifier_pipeline", "make_verifier", "train_siamese_model", "fit_whitening", "fit_pair_head",
            "fit_reference_voter", "train_verifier", "calibrate"]
@@ -282,7 +282,7 @@ def _pair_threshold(verifier, table, images, ink):
 
 
 def fit_reference_voter(verifier, valid, images, *, ink=None, k=5, n_per_writer=12,
-                        extra_views=("penultimate", "strips", "texture"), random_state=0):
+                        extra_views=EXTRA_VIEWS, random_state=0):
     """The distance-ratio voter over ``k`` references, calibrated on writers the embedder never trained on.
 
     Parameters

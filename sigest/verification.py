@@ -690,7 +690,7 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     }
 
     def __init__(self, estimator, *, voting="soft", threshold=0.5, compare_ink=False,
-                 extra_views=("penultimate", "strips", "texture"), C=100.0):
+                 extra_views=EXTRA_VIEWS, C=100.0):
         self.estimator = estimator
         self.voting = voting
         self.threshold = threshold

@@ -9,6 +9,7 @@ from sigest import perform_voting
 from sigest.cache import cache_images, cache_preprocessor, load_cache
 from sigest.cli import main
 from sigest.datasets import load_signatures, make_signatures, save_signatures
+from sigest.nn import InkJitter
 from sigest.preprocessing import PreprocessImage
 
 
@@ -58,6 +59,15 @@ def test_autocast_option_trains_in_bfloat16_and_the_safe_file_computes_in_float3
     assert model[-1].embedder_.autocast == "bfloat16"
     sigest.save(model, tmp_path / "m.safetensors")
     assert sigest.load(tmp_path / "m.safetensors")[-1].embedder_.autocast is None
+
+
+def test_ink_jitter_option_trains_with_the_augmentation(trained, tmp_path):
+    root, _ = trained
+    status = main(["train", str(root / "data"), "--out", str(tmp_path / "m.joblib"), "--epochs", "1",
+                   "--size", "32", "64", "--ink-jitter", "0.7", "1.1", "--quiet"])
+    assert status == 0
+    augment = joblib.load(tmp_path / "m.joblib")[-1].embedder_.augment
+    assert isinstance(augment, InkJitter) and augment.factor == (0.7, 1.1)
 
 
 def test_evaluate_writes_report(trained, capsys):

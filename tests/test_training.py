@@ -15,7 +15,7 @@ from sigest.cache import cache_images, cache_preprocessor, load_cache, prepare_c
 from sigest.callbacks import WeightAverage, WriterEER
 from sigest.datasets import load_signatures, save_signatures
 from sigest.metrics import embedding_eer, within_writer_pairs
-from sigest.nn import ArcFaceLoss, ProxyAnchorLoss, SignatureAugment, get_loss
+from sigest.nn import ArcFaceLoss, InkJitter, ProxyAnchorLoss, SignatureAugment, get_loss
 
 SIZE = (32, 64)
 
@@ -280,6 +280,25 @@ def test_augment_p_sets_the_share_of_distorted_images(images_and_targets):
     assert 8 <= unchanged <= 32, unchanged
     with pytest.raises(ValueError, match="p must be a probability"):
         SignatureAugment(p=1.5)
+
+
+def test_ink_jitter_scales_each_image_by_one_factor(images_and_targets):
+    x = torch.from_numpy(images_and_targets[0][:40])
+    ink = x > 0
+    out = InkJitter(factor=(0.6, 0.9), p=1.0)(x, generator=torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and torch.equal(out[~ink], x[~ink]), "the background stays zero"
+    factors = [(a[m] / b[m]) for a, b, m in zip(out, x, ink)]
+    assert all(torch.allclose(f, f[0], rtol=1e-5) and 0.6 <= f[0] <= 0.9 for f in factors)
+    assert len({round(float(f[0]), 4) for f in factors}) > 30, "a factor drawn per image"
+    darker = InkJitter(factor=(1.5, 1.5), p=1.0)(x)
+    assert torch.allclose(darker, (1.5 * x).clamp(max=1.0))
+    half = InkJitter(p=0.5)(x, generator=torch.Generator().manual_seed(0))
+    unchanged = sum(torch.equal(a, b) for a, b in zip(half, x))
+    assert 8 <= unchanged <= 32, unchanged
+    with pytest.raises(ValueError, match="p must be a probability"):
+        InkJitter(p=-0.1)
+    with pytest.raises(ValueError, match="factor must be a range"):
+        InkJitter(factor=(1.2, 0.8))
 
 
 def test_fit_leaves_torch_global_rng_alone(images_and_targets):

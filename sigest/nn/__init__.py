@@ -1,7 +1,7 @@
 """Pure PyTorch building blocks: attention, backbones, the Siamese network, losses, whitening, registries."""
 
 from .attention import SpatialAttention
-from .augment import SignatureAugment
+from .augment import InkJitter, SignatureAugment
 from .backbones import Backbone, fold_batch_norms, resnet_tiny
 from .losses import ArcFaceLoss, ProxyAnchorLoss, SupConLoss, TripletLoss, identity_labels
 from .registry import (
@@ -20,6 +20,7 @@ from .whitening import within_writer_whitening
 
 __all__ = [
     "ArcFaceLoss",
+    "InkJitter",
     "Backbone",
     "ProxyAnchorLoss",
     "SupConLoss",

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SignatureAugment"]
+__all__ = ["InkJitter", "SignatureAugment"]
 
 
 class SignatureAugment(nn.Module):
@@ -71,3 +71,41 @@ class SignatureAugment(nn.Module):
         distorted = torch.where(thicken, F.max_pool2d(distorted, 3, stride=1, padding=1), distorted)
         keep = torch.rand(n, generator=generator).to(x.device).view(n, 1, 1, 1) >= self.p
         return torch.where(keep, x, distorted)
+
+
+class InkJitter(nn.Module):
+    """Multiply each image's ink intensity by a random factor: a lighter or darker pen, another scanner's contrast.
+
+    Preprocessed images have bright ink on a zero background, so one factor per image scales every stroke's
+    darkness and leaves the background at zero; values are clipped to [0, 1] (a darker pen saturates the darkest
+    strokes). Applied during training only.
+
+    Parameters
+    ----------
+    factor : tuple of float, default=(0.6, 1.2)
+        Range of the factor, drawn uniformly per image.
+    p : float, default=0.5
+        Probability that an image is changed at all; the others keep their scanned intensity.
+
+    Shape
+    -----
+    - Input: (N, C, H, W), float in [0, 1].
+    - Output: (N, C, H, W), same dtype and device.
+    """
+
+    def __init__(self, factor=(0.6, 1.2), p=0.5):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
+        if not 0.0 < factor[0] <= factor[1]:
+            raise ValueError(f"factor must be a range (low, high) with 0 < low <= high, got {factor!r}")
+        self.factor = factor
+        self.p = p
+
+    def forward(self, x, generator=None):
+        n = x.shape[0]
+        low, high = self.factor
+        factor = low + (high - low) * torch.rand(n, generator=generator)
+        change = torch.rand(n, generator=generator) < self.p
+        factor = torch.where(change, factor, torch.ones(n)).to(device=x.device, dtype=x.dtype).view(n, 1, 1, 1)
+        return (x * factor).clamp(0.0, 1.0)
