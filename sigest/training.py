@@ -24,7 +24,7 @@ from .datasets import check_writers, make_pairs, make_reference_sets, qualified_
 from .embedder import SiameseEmbedder, embedding_targets
 from .nn import within_writer_whitening
 from .preprocessing import PreprocessImage
-from .verification import EXTRA_VIEWS, LogisticSiameseRegression, VotingVerifier, take_rows
+from .verification import EXTRA_VIEWS, PAIR_VIEWS, LogisticSiameseRegression, VotingVerifier, take_rows
 
 __all__ = ["verifier_pipeline", "make_verifier", "train_siamese_model", "fit_whitening", "fit_pair_head",
            "fit_reference_voter", "train_verifier", "calibrate"]
@@ -234,7 +234,7 @@ def _pair_rows(table, **pair_params):
     return pairs[["reference", "questioned"]].to_numpy(dtype=int), pairs["label"].to_numpy()
 
 
-def fit_pair_head(embedder, valid, images, *, ink=None, n_per_writer=40, extra_views=("texture",), random_state=0):
+def fit_pair_head(embedder, valid, images, *, ink=None, n_per_writer=40, extra_views=PAIR_VIEWS, random_state=0):
     """The pair classifier and its threshold, fitted on writers the embedder never trained on.
 
     Parameters

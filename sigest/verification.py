@@ -16,6 +16,10 @@ __all__ = ["LogisticSiameseRegression", "VotingVerifier", "embed_distinct", "ink
            "pairs_to_targets"]
 
 
+EXTRA_VIEWS = ("penultimate", "strips", "texture")  # every view beside the embedding; the voter compares them all
+PAIR_VIEWS = ("texture",)  # what the pair classifier compares beside the embedding by default
+
+
 def pair_features(embeddings):
     """Symmetric features of embedded pairs: ``[|a - b|, a * b]``.
 
@@ -362,13 +366,14 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         1.0 gave 8.2 / 16.4 / 16.4 %, 10.0 6.4 / 16.3 / 15.3 %; on a data set left out of
         training 10.7 / 20.9 / 17.1 % against 8.7 / 20.1 / 15.5 %. Scalings of 3 and 30 came
         within 0.5 point of 10.
-    extra_views : tuple of {"penultimate", "strips", "texture"}, default=()
+    extra_views : tuple of {"penultimate", "strips", "texture"}, default=("texture",)
         Views whose distance (minus the Euclidean distance between the pair's two whitened views, the
         strips' distances averaged) joins the features, multiplied by ``view_scaling``. Needs an
-        embedder with ``transform_views`` (:class:`~sigest.SiameseEmbedder`). sigest's training
-        (:func:`sigest.training.fit_pair_head`) uses ``("texture",)``: with the pair head fitted as
-        there (with ink), on 22 networks of the 11-fold protocol (README), single-pair EER went from
-        6.7 / 15.9 / 11.1 % to 5.9 / 13.6 / 9.4 % (Bengali / CEDAR / Dutch; CEDAR lower in 18 of 22).
+        embedder with ``transform_views`` (:class:`~sigest.SiameseEmbedder`); ``()`` compares the
+        embedding alone. With the pair head fitted as :func:`sigest.training.fit_pair_head` does
+        (with ink), on 22 networks of the 11-fold protocol (README), the texture view took the
+        single-pair EER from 6.7 / 15.9 / 11.1 % to 5.9 / 13.6 / 9.4 % (Bengali / CEDAR / Dutch;
+        CEDAR lower in 18 of 22).
     view_scaling : float, default=10.0
         Multiplies the views' distances, for the same reason as ``ink_scaling``: unscaled, the L2
         penalty sized for the 2 x d embedding features shrank their weight and they gained nothing
@@ -414,7 +419,7 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
     }
 
     def __init__(self, embedder=None, *, fine_tune=False, C=1.0, threshold=0.5, compare_ink=False,
-                 ink_scaling=10.0, extra_views=(), view_scaling=10.0, random_state=None):
+                 ink_scaling=10.0, extra_views=PAIR_VIEWS, view_scaling=10.0, random_state=None):
         self.embedder = embedder
         self.fine_tune = fine_tune
         self.C = C
@@ -572,8 +577,6 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         """1 (genuine) where the genuine probability reaches ``threshold``, else 0: (n_pairs,)."""
         return (self.predict_proba(X)[:, 1] >= self.threshold).astype(int)
 
-
-EXTRA_VIEWS = ("penultimate", "strips", "texture")
 
 
 def _check_view_names(names):

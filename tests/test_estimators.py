@@ -136,7 +136,8 @@ def test_pipeline_grid_search_and_joblib_round_trip(pair_data, compare_ink):
     buffer.seek(0)
     loaded = joblib.load(buffer)
     np.testing.assert_array_equal(loaded.predict_proba(X), pipe.predict_proba(X))
-    assert pipe[-1].classifier_.coef_.shape[1] == 32 + 2 * compare_ink  # [|a-b|, a*b] and the ink differences
+    # [|a-b|, a*b], the texture views' distance (the default extra_views) and the ink differences
+    assert pipe[-1].extra_views == ("texture",) and pipe[-1].classifier_.coef_.shape[1] == 32 + 1 + 2 * compare_ink
     search = GridSearchCV(
         make_verifier(size=SIZE, max_epochs=1, embedding_dim=16, compare_ink=compare_ink, random_state=0),
         {"preprocess__denoise": [0, 3], "verifier__C": [0.1, 1.0]},
@@ -151,7 +152,7 @@ def test_pipeline_grid_search_and_joblib_round_trip(pair_data, compare_ink):
 def test_voting_verifier_embeds_each_image_once(pair_data):
     data, _, X, y = pair_data
     pre = PreprocessImage(size=SIZE)
-    clf = LogisticSiameseRegression(tiny_net(), random_state=0).fit(pre.transform(X), y)
+    clf = LogisticSiameseRegression(tiny_net(), extra_views=(), random_state=0).fit(pre.transform(X), y)
     refs = list(data.images[:3])
     rows = pre.transform([[q, *refs] for q in data.images[3:9]])
     calls = []
@@ -452,8 +453,8 @@ def test_the_pair_classifier_can_compare_ink_inside_a_pipeline(pair_data):
     measured = pre.transform(X)
     assert set(measured) == {"images", "ink"} and measured["ink"].shape == (len(X), 2, 2)
     net = FrozenEstimator(tiny_net().fit(*pairs_to_targets(measured["images"], y)))
-    inked = LogisticSiameseRegression(net, compare_ink=True, random_state=0).fit(measured, y)
-    plain = LogisticSiameseRegression(net, random_state=0).fit(measured, y)  # the measures are ignored
+    inked = LogisticSiameseRegression(net, compare_ink=True, extra_views=(), random_state=0).fit(measured, y)
+    plain = LogisticSiameseRegression(net, extra_views=(), random_state=0).fit(measured, y)  # the measures are ignored
     assert inked.classifier_.coef_.shape[1] == plain.classifier_.coef_.shape[1] + 2
     E = inked.embed(measured["images"])
     features = np.hstack([pair_features(E), inked.ink_scaling * ink_difference(measured["ink"])])
@@ -462,7 +463,8 @@ def test_the_pair_classifier_can_compare_ink_inside_a_pipeline(pair_data):
                                inked.predict_proba(measured)[:, 1], rtol=1e-6)
     with pytest.raises(ValueError, match="measure_ink=True"):
         inked.predict_proba(measured["images"])
-    pipe = Pipeline([("preprocess", pre), ("verify", LogisticSiameseRegression(net, compare_ink=True))]).fit(X, y)
+    pipe = Pipeline([("preprocess", pre),
+                     ("verify", LogisticSiameseRegression(net, compare_ink=True, extra_views=()))]).fit(X, y)
     np.testing.assert_allclose(pipe.predict_proba(X), inked.predict_proba(measured), rtol=1e-6)
     assert confusion_matrix(y, pipe.predict(X)).sum() == len(y)
     # a voter over the ink-comparing pair classifier: every reference's pair carries its measures
@@ -530,7 +532,7 @@ def test_verifiers_declare_image_input_and_binary_targets():
 def test_pair_classifier_embeds_a_shared_reference_once(pair_data):
     data, _, X, y = pair_data
     pre = PreprocessImage(size=SIZE)
-    clf = LogisticSiameseRegression(tiny_net(), random_state=0).fit(pre.transform(X), y)
+    clf = LogisticSiameseRegression(tiny_net(), extra_views=(), random_state=0).fit(pre.transform(X), y)
     pairs = pre.transform([[data.images[0], q] for q in data.images[1:6]])  # one reference, five questioned
     expected = clf.proba_from_embeddings(np.stack([clf.embed(pairs[:, 0]), clf.embed(pairs[:, 1])], axis=1))
     seen = []
