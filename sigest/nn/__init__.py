@@ -20,8 +20,8 @@ from .whitening import within_writer_whitening
 
 __all__ = [
     "ArcFaceLoss",
-    "InkJitter",
     "Backbone",
+    "InkJitter",
     "ProxyAnchorLoss",
     "SupConLoss",
     "SiameseResNet",
