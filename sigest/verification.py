@@ -334,8 +334,8 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
 
     Both images are embedded by the Siamese ``embedder``; the features ``[|a - b|, a * b]`` feed a
     logistic regression that says whether the questioned signature is by the reference's writer.
-    With ``extra_views``, the distance between the two images in each of those views of the same
-    forward pass (:meth:`sigest.nn.SiameseResNet.views`) is one more feature.
+    With ``extra_views`` (by default the texture view), the distance between the two images in each
+    of those views of the same forward pass (:meth:`sigest.nn.SiameseResNet.views`) is one more feature.
 
     Parameters
     ----------
