@@ -9,8 +9,10 @@
 # passes SECONDS (default 420, recipe.py --time-limit) so that training and scoring end inside one device call
 # of at most 10 minutes. Each writes NAME.pt (recipe.py --save) and NAME.log; then views.py scores every run that
 # finished, each in its own process at once (k = 5 references with ink, and single pairs, per data set). Into $OUT
-# (a temporary folder when unset): sweep.tar.gz (logs, recipe.py's NAME.csv, views.py's NAME.views.csv, views.txt,
-# the .pt files of runs of at most 4 MB) and views.txt (mean and sd over the runs).
+# (a temporary folder when unset): sweep.tar.gz (logs, recipe.py's NAME.csv, views.py's NAME.views.csv, views.txt),
+# views.txt (mean and sd over the runs) and networks_aa.tar, networks_ab.tar, ... (the .pt files under 2 MB, 8 a
+# tar, about 14 MB each for resnet_tiny: under the 16 MiB a file that comes back; 22 runs make 3 tars; at most
+# 64 MiB come back in all, about 36 resnet_tiny networks).
 #
 # On the device machine its Python lacks skorch and pytorch-metric-learning (it has tqdm, safetensors, scipy):
 # carry a folder .whl of their wheels beside the cache, fetched here with
@@ -53,5 +55,10 @@ report(pd.concat([pd.read_csv(f, index_col=[0, 1, 2, 3]) for f in sys.argv[1:]])
 ' $(ls "$work"/*.views.csv 2>/dev/null) > "$work/views.txt" 2>&1
 cat "$work/views.txt"
 cp "$work/views.txt" "$OUT/"
-(cd "$work" && tar czf "$OUT/sweep.tar.gz" *.log *.csv views.txt $(find . -name '*.pt' -size -4M -printf '%f '))
-echo "wrote $OUT/sweep.tar.gz"
+(cd "$work" && tar czf "$OUT/sweep.tar.gz" *.log *.csv views.txt)
+# the networks in tars of 8 (a file back from the device machine holds at most 16 MiB)
+(cd "$work" && find . -maxdepth 1 -name '*.pt' -size -2048k -printf '%f\n' | sort | split -l 8 - group.)
+for group in "$work"/group.*; do
+    [ -e "$group" ] && tar cf "$OUT/networks_${group##*.}.tar" -C "$work" $(cat "$group")
+done
+echo "wrote $OUT/sweep.tar.gz and $(ls "$OUT"/networks_*.tar 2>/dev/null | wc -l) tars of networks"
