@@ -149,15 +149,16 @@ def test_pipeline_grid_search_and_joblib_round_trip(pair_data, compare_ink):
     assert len(search.cv_results_["mean_test_score"]) == 4
 
 
-def test_voting_verifier_embeds_each_image_once(pair_data):
+@pytest.mark.parametrize("extra_views", [(), ("texture",)])
+def test_voting_verifier_embeds_each_image_once(pair_data, extra_views):
     data, _, X, y = pair_data
     pre = PreprocessImage(size=SIZE)
-    clf = LogisticSiameseRegression(tiny_net(), extra_views=(), random_state=0).fit(pre.transform(X), y)
+    clf = LogisticSiameseRegression(tiny_net(), extra_views=extra_views, random_state=0).fit(pre.transform(X), y)
     refs = list(data.images[:3])
     rows = pre.transform([[q, *refs] for q in data.images[3:9]])
     calls = []
-    original = clf.embed
-    clf.embed = lambda images: calls.append(len(images)) or original(images)
+    original = clf.head_views  # what the voter reads: the embeddings, and the views the head compares
+    clf.head_views = lambda images: calls.append(len(images)) or original(images)
     voter = VotingVerifier(FrozenEstimator(clf)).fit(rows, np.ones(len(rows)))
     per_ref = voter.reference_probabilities(rows)
     assert calls == [3 + 6]  # the 3 shared references once, plus the 6 questioned
