@@ -191,7 +191,7 @@ def augmentation(args):
     if args.augment and args.ink_jitter:
         raise SystemExit("--augment and --ink-jitter: one at a time")
     if args.ink_jitter:
-        return InkJitter(factor=tuple(args.ink_jitter))
+        return InkJitter(factor=tuple(args.ink_jitter), p=args.ink_jitter_p)
     return SignatureAugment(p=args.augment_p) if args.augment else None
 
 
@@ -308,7 +308,8 @@ def main():
     parser.add_argument("--augment", action="store_true")
     parser.add_argument("--augment-p", type=float, default=1.0, help="share of training images distorted")
     parser.add_argument("--ink-jitter", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                        help="multiply the ink intensity of half the training images by a factor in [LOW, HIGH]")
+                        help="multiply the ink intensity of training images by a factor in [LOW, HIGH] (InkJitter)")
+    parser.add_argument("--ink-jitter-p", type=float, default=0.5, help="share of training images --ink-jitter changes")
     parser.add_argument("--margin", type=float, default=0.2)
     parser.add_argument("--mining", default="batch_hard")
     parser.add_argument("--smooth", action="store_true", help="soft-margin triplet loss (softplus, not hinge)")
