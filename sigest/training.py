@@ -541,9 +541,9 @@ def calibrate(model, table, *, images=None, ink=None, k=5, n_per_writer=12, refi
         raise ValueError("the voter's calibration needs writers with 3 genuine signatures and a skilled forgery")
     voter_ink = ink if (model[0].measure_ink if voter is None else voter.compare_ink) else None
     if refit_voter or voter is None:
-        views = {} if voter is None else {"extra_views": tuple(voter.extra_views)}  # none yet: the default views
         calibrated.reference_voter_ = fit_reference_voter(
-            verifier, table, images, ink=voter_ink, k=k, n_per_writer=n_per_writer, random_state=random_state, **views)
+            verifier, table, images, ink=voter_ink, k=k, n_per_writer=n_per_writer, random_state=random_state,
+            extra_views=EXTRA_VIEWS if voter is None else tuple(voter.extra_views))
     else:
         X, labels = _reference_rows(table, images, voter_ink, k, n_per_writer, random_state)
         _with_voter_threshold(calibrated.reference_voter_, X, labels)

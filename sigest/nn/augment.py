@@ -107,5 +107,5 @@ class InkJitter(nn.Module):
         low, high = self.factor
         factor = low + (high - low) * torch.rand(n, generator=generator)
         change = torch.rand(n, generator=generator) < self.p
-        factor = torch.where(change, factor, torch.ones(n)).to(device=x.device, dtype=x.dtype).view(n, 1, 1, 1)
+        factor = torch.where(change, factor, 1.0).to(device=x.device, dtype=x.dtype).view(n, 1, 1, 1)
         return (x * factor).clamp(0.0, 1.0)
