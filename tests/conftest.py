@@ -1,14 +1,23 @@
 """Shared fixtures: small generated signature sets and the optional real data folder."""
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sigest.datasets import make_signatures
 
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sigcomp2011-dutch"
+
+
+def pytest_configure(config):
+    """One torch thread per xdist worker: two workers each running a thread per core on a 2-core machine
+    oversubscribe it (the suite took 216-229 s so, 44 s with OMP_NUM_THREADS=1)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
