@@ -187,12 +187,16 @@ def resize(images, size):
 
 
 def augmentation(args):
-    """The training augmentation the arguments ask for: SignatureAugment, InkJitter, or None (one at a time)."""
-    if args.augment and args.ink_jitter:
-        raise SystemExit("--augment and --ink-jitter: one at a time")
+    """The training augmentation the arguments ask for: SignatureAugment, InkJitter, or None (one at a time).
+    --elastic alone warps without SignatureAugment's affine distortions and wider pens; with --augment, beside them."""
+    if (args.augment or args.elastic) and args.ink_jitter:
+        raise SystemExit("--augment or --elastic, and --ink-jitter: one at a time")
+    if args.elastic and not args.augment:
+        return SignatureAugment(rotation=0.0, shear=0.0, scale=(1.0, 1.0), translate=0.0, stroke=0.0,
+                                p=args.augment_p, elastic=args.elastic)
     if args.ink_jitter:
         return InkJitter(factor=tuple(args.ink_jitter), p=args.ink_jitter_p)
-    return SignatureAugment(p=args.augment_p) if args.augment else None
+    return SignatureAugment(p=args.augment_p, elastic=args.elastic) if args.augment else None
 
 
 def run(cache, args, fold, seed):
@@ -307,6 +311,8 @@ def main():
     parser.add_argument("--ema", type=float, default=0.0, help="judge and keep an EMA of the weights with this decay")
     parser.add_argument("--augment", action="store_true")
     parser.add_argument("--augment-p", type=float, default=1.0, help="share of training images distorted")
+    parser.add_argument("--elastic", type=float, default=0.0,
+                        help="SignatureAugment's elastic warp, largest displacement as a fraction of the height")
     parser.add_argument("--ink-jitter", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="multiply the ink intensity of training images by a factor in [LOW, HIGH] (InkJitter)")
     parser.add_argument("--ink-jitter-p", type=float, default=0.5, help="share of training images --ink-jitter changes")

@@ -282,6 +282,21 @@ def test_augment_p_sets_the_share_of_distorted_images(images_and_targets):
         SignatureAugment(p=1.5)
 
 
+def test_elastic_warp_bends_strokes_locally_and_differs_per_image(images_and_targets):
+    x = torch.from_numpy(images_and_targets[0][:2])
+    x = torch.cat([x[:1], x[:1]])  # the same image twice
+    still = dict(rotation=0.0, shear=0.0, scale=(1.0, 1.0), translate=0.0, stroke=0.0)
+    torch.testing.assert_close(SignatureAugment(**still)(x, generator=torch.Generator().manual_seed(0)), x)
+    out = SignatureAugment(**still, elastic=0.03)(x, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(out[0], x[0]) and not torch.equal(out[0], out[1]), "one field an image"
+    assert 0.8 < out[0].sum() / x[0].sum() < 1.25, "ink is moved, not erased"
+    rows = torch.arange(x.shape[2], dtype=x.dtype).view(-1, 1)
+    centre = [(img[0] * rows).sum() / img[0].sum() for img in (x[0], out[0])]
+    assert abs(centre[0] - centre[1]) < 0.03 * x.shape[2], "no point moves further than the largest displacement"
+    with pytest.raises(ValueError, match="elastic must be"):
+        SignatureAugment(elastic=-0.1)
+
+
 def test_ink_jitter_scales_each_image_by_one_factor(images_and_targets):
     x = torch.from_numpy(images_and_targets[0][:40])
     ink = x > 0

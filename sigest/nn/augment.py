@@ -32,6 +32,11 @@ class SignatureAugment(nn.Module):
     p : float, default=1.0
         Probability that an image is distorted at all; the others pass unchanged. Resampling blurs
         thin strokes a little, so ``p < 1`` keeps sharp images, like those at inference, in training.
+    elastic : float, default=0.0
+        Largest displacement of a smooth random warp, as a fraction of the height (0: no warp). Each
+        image's field is drawn uniformly on a coarse grid of 3 x 5 nodes and interpolated bicubically
+        between them, so parts of a signature stretch or bend a little against each other, as between
+        two genuine signatures of one writer.
 
     Shape
     -----
@@ -39,11 +44,14 @@ class SignatureAugment(nn.Module):
     - Output: (N, C, H, W), same dtype and device.
     """
 
-    def __init__(self, rotation=3.0, shear=0.1, scale=(0.9, 1.05), translate=0.03, stroke=0.2, p=1.0):
+    def __init__(self, rotation=3.0, shear=0.1, scale=(0.9, 1.05), translate=0.03, stroke=0.2, p=1.0, elastic=0.0):
         super().__init__()
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
+        if elastic < 0.0:
+            raise ValueError(f"elastic must be a displacement >= 0, got {elastic!r}")
         self.p = p
+        self.elastic = elastic
         self.rotation = rotation
         self.shear = shear
         self.scale = scale
@@ -66,11 +74,20 @@ class SignatureAugment(nn.Module):
             torch.stack([sin * aspect, cos, uniform(-2 * self.translate, 2 * self.translate)], dim=1),
         ], dim=1).to(device=x.device, dtype=x.dtype)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        if self.elastic:
+            grid = grid + self._warp(n, height, width, generator).to(device=x.device, dtype=x.dtype)
         distorted = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         thicken = torch.rand(n, generator=generator).to(x.device).view(n, 1, 1, 1) < self.stroke
         distorted = torch.where(thicken, F.max_pool2d(distorted, 3, stride=1, padding=1), distorted)
         keep = torch.rand(n, generator=generator).to(x.device).view(n, 1, 1, 1) >= self.p
         return torch.where(keep, x, distorted)
+
+    def _warp(self, n, height, width, generator):
+        """Smooth random displacements in grid_sample's coordinates (-1 to 1 across each side): (n, height, width, 2)."""
+        nodes = self.elastic * (2 * torch.rand(n, 2, 3, 5, generator=generator) - 1)  # fractions of the height
+        field = F.interpolate(nodes, size=(height, width), mode="bicubic", align_corners=True)
+        to_grid = torch.tensor([2.0 * height / width, 2.0]).view(1, 2, 1, 1)  # x then y, as grid_sample reads them
+        return (field * to_grid).permute(0, 2, 3, 1)
 
 
 class InkJitter(nn.Module):
