@@ -75,18 +75,19 @@ class SignatureAugment(nn.Module):
         ], dim=1).to(device=x.device, dtype=x.dtype)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         if self.elastic:
-            grid = grid + self._warp(n, height, width, generator).to(device=x.device, dtype=x.dtype)
+            grid = grid + self._warp(n, height, width, generator, x.device).to(x.dtype)
         distorted = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         thicken = torch.rand(n, generator=generator).to(x.device).view(n, 1, 1, 1) < self.stroke
         distorted = torch.where(thicken, F.max_pool2d(distorted, 3, stride=1, padding=1), distorted)
         keep = torch.rand(n, generator=generator).to(x.device).view(n, 1, 1, 1) >= self.p
         return torch.where(keep, x, distorted)
 
-    def _warp(self, n, height, width, generator):
-        """Smooth random displacements in grid_sample's coordinates (-1 to 1 across each side): (n, height, width, 2)."""
+    def _warp(self, n, height, width, generator, device):
+        """Smooth random displacements in grid_sample's coordinates (-1 to 1 across each side): (n, height, width, 2),
+        interpolated on ``device`` (drawn on the CPU, where ``generator`` lives)."""
         nodes = self.elastic * (2 * torch.rand(n, 2, 3, 5, generator=generator) - 1)  # fractions of the height
-        field = F.interpolate(nodes, size=(height, width), mode="bicubic", align_corners=True)
-        to_grid = torch.tensor([2.0 * height / width, 2.0]).view(1, 2, 1, 1)  # x then y, as grid_sample reads them
+        field = F.interpolate(nodes.to(device), size=(height, width), mode="bicubic", align_corners=True)
+        to_grid = torch.tensor([2.0 * height / width, 2.0], device=device).view(1, 2, 1, 1)  # x, y as grid_sample reads
         return (field * to_grid).permute(0, 2, 3, 1)
 
 
