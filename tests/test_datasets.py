@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from sklearn.model_selection import GroupKFold
 
 from conftest import write_png, write_scan
@@ -178,23 +179,34 @@ def test_make_signatures_is_seeded_and_varied():
         make_signatures(n_writers=0)
 
 
-def test_byte_identical_copies_are_dropped_and_counted(tmp_path, page):
+def test_copies_of_an_image_are_dropped_and_counted_whatever_their_bytes(tmp_path, page):
     for w in (1, 2):
         for i in (1, 2):
             write_scan(tmp_path / str(w) / f"B-S-{w}-G-0{i}.tif", page)
         write_scan(tmp_path / str(w) / f"B-S-{w}-F-01.tif", page)
     copy = tmp_path / "1" / "B-S-1-G-09.tif"
     copy.write_bytes((tmp_path / "1" / "B-S-1-G-01.tif").read_bytes())
-    with pytest.warns(UserWarning, match="dropped 1 byte-identical"):
+    with pytest.warns(UserWarning, match="dropped 1 copies"):
         table = load_signatures(tmp_path)
     assert table.attrs["n_duplicates"] == 1 and len(table) == 6
     assert not table["path"].str.endswith("G-09.tif").any()
     kept = load_signatures(tmp_path, drop_duplicates=False)
     assert len(kept) == 7 and kept.attrs["n_duplicates"] == 0
-    # the same bytes under two different writers are two signatures, not a copy
+    # the same image in other bytes: compressed otherwise, or in colour, is still a copy
+    scan = Image.open(tmp_path / "1" / "B-S-1-G-02.tif")
+    scan.save(tmp_path / "1" / "B-S-1-G-10.tif", compression="tiff_deflate")
+    scan.convert("RGB").save(tmp_path / "1" / "B-S-1-G-11.tif")
+    assert len({(tmp_path / "1" / f"B-S-1-G-{i}.tif").read_bytes() for i in ("02", "10", "11")}) == 3
+    with pytest.warns(UserWarning, match="dropped 3 copies"):
+        table = load_signatures(tmp_path)
+    assert len(table) == 6 and not table["path"].str.contains("G-1[01]").any()
+    # one pixel apart is another signature; so is the same image under another writer
+    other = np.asarray(scan).copy()
+    other[-1, -1] = 255 - other[-1, -1]
+    Image.fromarray(other).save(tmp_path / "1" / "B-S-1-G-12.tif")
     (tmp_path / "2" / "B-S-2-G-09.tif").write_bytes(copy.read_bytes())
-    with pytest.warns(UserWarning, match="dropped 1 byte-identical"):
-        assert len(load_signatures(tmp_path)) == 7
+    with pytest.warns(UserWarning, match="dropped 3 copies"):
+        assert len(load_signatures(tmp_path)) == 8
 
 
 def test_several_folders_qualify_writers_by_data_set(tmp_path, page):

@@ -262,7 +262,7 @@ def test_a_short_fine_tune_from_the_shipped_model_does_not_hurt_other_writers(re
 
     base = sigest.pretrained("sigest-base", device="cpu")
     unseen = base.sigest_info_["info"]["valid_writers"]  # never trained on (used to pick its checkpoint)
-    with pytest.warns(UserWarning, match="byte-identical"):
+    with pytest.warns(UserWarning, match="copies"):
         table = load_signatures(sorted(real_data.parent.glob("*/")))
     table = table[table["writer"].isin(unseen)].reset_index(drop=True)
     tune_writers = [w for w in unseen if w.startswith("bhsig260")][:3] + [w for w in unseen if w.startswith("cedar")][:3]

@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
+from PIL import Image
 
 __all__ = ["IMAGE_EXTENSIONS", "LAYOUTS", "load_signatures", "qualified_writers"]
 
@@ -182,16 +183,35 @@ def _qualify_colliding_writers(root, layout, rows):
              genuine) for path, writer, genuine in rows]
 
 
-def _file_digest(path):
-    return hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()
+def _image_size(path):
+    """(width, height) of an image file, read from its header alone, or None if PIL cannot read it."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, ValueError):
+        return None
+
+
+def _image_digest(path):
+    """Hash of an image's gray levels (and size), as the preprocessing sees them, so that two files of one image
+    whose bytes differ (another header, a palette instead of gray levels) hash alike; a file PIL cannot read is
+    hashed by its bytes."""
+    try:
+        with Image.open(path) as image:
+            content = f"{image.size}".encode() + image.convert("L").tobytes()
+    except (OSError, ValueError):
+        content = Path(path).read_bytes()
+    return hashlib.blake2b(content, digest_size=16).hexdigest()
 
 
 def drop_duplicate_files(table):
-    """Keep one file of each group of byte-identical files of a writer.
+    """Keep one file of each group of files of a writer that hold the same image.
 
-    A pair of a file with its own copy is not a comparison: it inflates every genuine-genuine
-    score. Files are compared by content hash within each writer; the first path (in table
-    order) of each group is kept.
+    A pair of an image with its own copy is not a comparison: it inflates every genuine-genuine
+    score. Files are compared by their gray levels within each writer, so a copy whose bytes differ
+    (BHSig260 Bengali holds copies of one image, one with a palette and one in gray levels) is found
+    too; only files whose writer has another file of the same size are decoded. The first path (in
+    table order) of each group is kept.
 
     Parameters
     ----------
@@ -203,8 +223,10 @@ def drop_duplicate_files(table):
     table : pandas.DataFrame
         The rows kept, with a fresh index; ``table.attrs["n_duplicates"]`` counts the rows dropped.
     """
-    digests = pd.Series([_file_digest(p) for p in table["path"]], index=table.index)
-    duplicated = pd.DataFrame({"writer": table["writer"], "digest": digests}).duplicated()
+    sizes = [str(_image_size(p)) for p in table["path"]]
+    shared = pd.DataFrame({"writer": table["writer"], "size": sizes}, index=table.index).duplicated(keep=False)
+    digests = pd.Series([_image_digest(p) if both else None for p, both in zip(table["path"], shared)], index=table.index)
+    duplicated = shared & pd.DataFrame({"writer": table["writer"], "digest": digests}).duplicated()
     kept = table.loc[~duplicated.to_numpy()].reset_index(drop=True)
     kept.attrs = {**table.attrs, "n_duplicates": int(duplicated.sum())}
     return kept
@@ -222,8 +244,8 @@ def load_signatures(root, *, drop_duplicates=True):
     root : str, path-like or sequence of them
         Folder(s) holding a data set each.
     drop_duplicates : bool, default=True
-        Keep one file of each group of byte-identical files of a writer
-        (:func:`drop_duplicate_files`); a warning says how many were dropped.
+        Keep one file of each group of files of a writer that hold the same image (the same gray
+        levels, :func:`drop_duplicate_files`); a warning says how many were dropped.
 
     Returns
     -------
@@ -273,7 +295,7 @@ def load_signatures(root, *, drop_duplicates=True):
     if drop_duplicates:
         table = drop_duplicate_files(table)
         if table.attrs["n_duplicates"]:
-            warnings.warn(f"dropped {table.attrs['n_duplicates']} byte-identical copies of files of the same writer",
+            warnings.warn(f"dropped {table.attrs['n_duplicates']} copies (the same gray levels) of images of the same writer",
                           stacklevel=2)
     return table
 
