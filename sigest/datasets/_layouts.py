@@ -22,6 +22,8 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
+from ..preprocessing._io import ImageReadError, read_grayscale
+
 __all__ = ["IMAGE_EXTENSIONS", "LAYOUTS", "load_signatures", "qualified_writers"]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"})
@@ -183,23 +185,24 @@ def _qualify_colliding_writers(root, layout, rows):
              genuine) for path, writer, genuine in rows]
 
 
-def _image_size(path):
-    """(width, height) of an image file, read from its header alone, or None if PIL cannot read it."""
+def _image_sides(path):
+    """The two sides of an image file in pixels, shorter first (so that an EXIF rotation does not change them),
+    read from its header alone; None if PIL cannot read it."""
     try:
         with Image.open(path) as image:
-            return image.size
+            return tuple(sorted(image.size))
     except (OSError, ValueError):
         return None
 
 
 def _image_digest(path):
-    """Hash of an image's gray levels (and size), as the preprocessing sees them, so that two files of one image
-    whose bytes differ (another header, a palette instead of gray levels) hash alike; a file PIL cannot read is
-    hashed by its bytes."""
+    """Hash of an image's gray levels as the preprocessing reads them (:func:`read_grayscale`), so that two
+    files of one image whose bytes differ (another header, a palette instead of gray levels) hash alike; a file
+    that cannot be read is hashed by its bytes."""
     try:
-        with Image.open(path) as image:
-            content = f"{image.size}".encode() + image.convert("L").tobytes()
-    except (OSError, ValueError):
+        image = read_grayscale(path)
+        content = f"{image.shape}".encode() + image.tobytes()
+    except ImageReadError:
         content = Path(path).read_bytes()
     return hashlib.blake2b(content, digest_size=16).hexdigest()
 
@@ -223,8 +226,8 @@ def drop_duplicate_files(table):
     table : pandas.DataFrame
         The rows kept, with a fresh index; ``table.attrs["n_duplicates"]`` counts the rows dropped.
     """
-    sizes = [str(_image_size(p)) for p in table["path"]]
-    shared = pd.DataFrame({"writer": table["writer"], "size": sizes}, index=table.index).duplicated(keep=False)
+    sides = [_image_sides(p) for p in table["path"]]
+    shared = pd.DataFrame({"writer": table["writer"], "sides": sides}, index=table.index).duplicated(keep=False)
     digests = pd.Series([_image_digest(p) if both else None for p, both in zip(table["path"], shared)], index=table.index)
     duplicated = shared & pd.DataFrame({"writer": table["writer"], "digest": digests}).duplicated()
     kept = table.loc[~duplicated.to_numpy()].reset_index(drop=True)
