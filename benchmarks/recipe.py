@@ -230,7 +230,8 @@ def run(cache, args, fold, seed):
     elif args.loss == "supcon":
         loss = {"criterion": "supcon", "criterion__temperature": args.temperature}
     else:
-        loss = {"criterion__margin": args.margin, "criterion__mining": args.mining, "criterion__smooth": args.smooth}
+        loss = {"criterion__margin": args.margin, "criterion__mining": args.mining, "criterion__smooth": args.smooth,
+                "criterion__distance": args.triplet_distance}
     net = SiameseEmbedder(
         module__backbone=args.backbone, module__embedding_dim=args.dim, module__attention_stages=tuple(args.attention),
         module__dropout=args.dropout, **loss, lr=args.lr, max_epochs=args.epochs,
@@ -319,6 +320,8 @@ def main():
     parser.add_argument("--margin", type=float, default=0.2)
     parser.add_argument("--mining", default="batch_hard")
     parser.add_argument("--smooth", action="store_true", help="soft-margin triplet loss (softplus, not hinge)")
+    parser.add_argument("--triplet-distance", choices=["euclidean", "cosine", "log_euclidean"], default="euclidean",
+                        help="the triplet loss's distance; log_euclidean: a margin on the ratio d(a, p) / d(a, n)")
     parser.add_argument("--loss", choices=["triplet", "supcon", "proxy_anchor", "arcface"], default="triplet")
     parser.add_argument("--scale", type=float, default=30.0, help="ArcFace's scale of the cosines")
     parser.add_argument("--temperature", type=float, default=0.1, help="supcon's softmax temperature")

@@ -210,6 +210,20 @@ def test_triplet_loss_zero_when_separated_positive_otherwise():
         loss(torch.cat([a, a]))
 
 
+def test_log_euclidean_triplet_loss_is_a_margin_on_the_distance_ratio():
+    e = F.normalize(torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [0.8, 0.6], [-1.0, 0.1]]), dim=1)
+    labels = torch.tensor([0, 0, 1, 1, 2])
+    ratio, plain = TripletLoss(margin=0.2, distance="log_euclidean"), TripletLoss(margin=0.2)
+    triplets = ratio.mine(e, labels)
+    assert all(torch.equal(x, y) for x, y in zip(triplets, plain.mine(e, labels)))  # log keeps the order: same triplets
+    a, p, n = triplets
+    d = torch.cdist(e, e)
+    expected = torch.relu(torch.log(d[a, p] / d[a, n]) + 0.2).mean()  # the mean over the mined triplets
+    assert ratio(e, labels).item() == pytest.approx(expected.item(), rel=1e-5)
+    far = (torch.cat([e[:1], e[:1] * 0.999 + 0.001, -e[:1]]), None, tuple(torch.tensor([i]) for i in range(3)))
+    assert ratio(*far).item() == 0.0  # d(a, p) far below exp(-margin) d(a, n)
+
+
 def test_batch_hard_mining_picks_hardest_and_treats_forgeries_as_negatives():
     e = F.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.95, 0.05], [-1.0, 0.0], [-0.9, -0.1]]), dim=1)
     writers = torch.tensor([0, 0, 0, 0, 1, 1])

@@ -34,6 +34,17 @@ def identity_labels(writers, genuine, offset=None):
     return torch.where(genuine, writers, writers + offset)
 
 
+class _LogLpDistance(distances.LpDistance):
+    """The log of pytorch-metric-learning's (normalised) Euclidean distance, floored at 1e-6: the miners and
+    losses built on it compare distance ratios."""
+
+    def compute_mat(self, query_emb, ref_emb):
+        return torch.log(super().compute_mat(query_emb, ref_emb).clamp_min(1e-6))
+
+    def pairwise_distance(self, query_emb, ref_emb):
+        return torch.log(super().pairwise_distance(query_emb, ref_emb).clamp_min(1e-6))
+
+
 @register_loss("triplet")
 class TripletLoss(nn.Module):
     """Margin triplet loss ``mean(relu(d(a, p) - d(a, n) + margin))``, in pytorch-metric-learning's convention.
@@ -45,8 +56,11 @@ class TripletLoss(nn.Module):
     ----------
     margin : float, default=0.2
         Distance margin between the positive and the negative.
-    distance : {"euclidean", "cosine"}, default="euclidean"
-        Euclidean distance, or cosine distance ``1 - cos``.
+    distance : {"euclidean", "cosine", "log_euclidean"}, default="euclidean"
+        Euclidean distance, cosine distance ``1 - cos``, or the log of the Euclidean distance:
+        then the loss is ``relu(log(d(a, p) / d(a, n)) + margin)``, a margin on the ratio of the
+        two distances (``d(a, p) <= exp(-margin) d(a, n)``) whatever the anchor writer's own
+        spread, the scale-free comparison the distance-ratio voter makes.
     mining : {"batch_hard", "semi_hard", "all"}, default="batch_hard"
         How :meth:`mine` picks triplets inside a batch: the hardest positive and negative of each
         anchor (pytorch-metric-learning's ``BatchHardMiner``), every semi-hard triplet, or every
@@ -65,15 +79,16 @@ class TripletLoss(nn.Module):
 
     def __init__(self, margin=0.2, distance="euclidean", mining="batch_hard", smooth=False):
         super().__init__()
-        if distance not in ("euclidean", "cosine"):
-            raise ValueError(f"distance must be 'euclidean' or 'cosine', got {distance!r}")
+        if distance not in ("euclidean", "cosine", "log_euclidean"):
+            raise ValueError(f"distance must be 'euclidean', 'cosine' or 'log_euclidean', got {distance!r}")
         if mining not in ("batch_hard", "semi_hard", "all"):
             raise ValueError(f"mining must be 'batch_hard', 'semi_hard' or 'all', got {mining!r}")
         self.margin = margin
         self.distance = distance
         self.mining = mining
         self.smooth = smooth
-        measure = distances.LpDistance() if distance == "euclidean" else distances.CosineSimilarity()
+        measure = {"euclidean": distances.LpDistance, "cosine": distances.CosineSimilarity,
+                   "log_euclidean": _LogLpDistance}[distance]()
         self.loss = losses.TripletMarginLoss(margin=margin, distance=measure, smooth_loss=smooth,
                                              reducer=reducers.MeanReducer())
         if mining == "batch_hard":
