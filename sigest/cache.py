@@ -8,6 +8,7 @@ real data sets at 150x220 fit in a few tens of megabytes.
 
 import io
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +16,14 @@ import pandas as pd
 from sklearn.utils import Bunch
 
 from ._files import atomic_path
-from .preprocessing import PreprocessImage
+from .preprocessing import PreprocessImage, find_near_duplicates
 
 __all__ = ["prepare_cache", "load_cache", "cache_images", "cache_preprocessor"]
 
 _COLUMNS = ("path", "writer", "genuine", "dataset")
 
 
-def prepare_cache(table, path, *, preprocessor=None, chunk_size=256, progress=True):
+def prepare_cache(table, path, *, preprocessor=None, chunk_size=256, progress=True, drop_near_duplicates=True):
     """Preprocess every image of ``table`` once and save images and labels to ``path`` (``.npz``).
 
     Parameters
@@ -38,6 +39,11 @@ def prepare_cache(table, path, *, preprocessor=None, chunk_size=256, progress=Tr
         Images preprocessed per step of the progress bar.
     progress : bool, default=True
         Show a progress bar (tqdm).
+    drop_near_duplicates : bool, default=True
+        Leave out each image that, once preprocessed, repeats another image of the same writer and
+        kind (genuine or forged) up to a small shift: a copy of one scan cropped or re-saved, which
+        :func:`~sigest.datasets.load_signatures`'s comparison of gray levels misses
+        (:func:`~sigest.preprocessing.find_near_duplicates`); a warning names them.
 
     Returns
     -------
@@ -55,22 +61,38 @@ def prepare_cache(table, path, *, preprocessor=None, chunk_size=256, progress=Tr
         images, ink = preprocessor.transform_with_ink(paths[start : start + chunk_size])
         chunks.append(np.round(images[:, 0] * 255).astype(np.uint8))
         inks.append(ink)
+    images = np.concatenate(chunks)
+    keep = np.ones(len(table), dtype=bool)
+    if drop_near_duplicates:
+        keep = ~_near_duplicates(images, table)
     dataset = table["dataset"] if "dataset" in table.columns else pd.Series("", index=table.index)
     buffer = io.BytesIO()
     np.savez_compressed(
         buffer,
-        images=np.concatenate(chunks),
-        ink=np.concatenate(inks),
-        path=np.asarray(paths, dtype=str),
-        writer=table["writer"].astype(str).to_numpy(dtype=str),
-        genuine=table["genuine"].to_numpy(dtype=bool),
-        dataset=dataset.astype(str).to_numpy(dtype=str),
+        images=images[keep],
+        ink=np.concatenate(inks)[keep],
+        path=np.asarray(paths, dtype=str)[keep],
+        writer=table["writer"].astype(str).to_numpy(dtype=str)[keep],
+        genuine=table["genuine"].to_numpy(dtype=bool)[keep],
+        dataset=dataset.astype(str).to_numpy(dtype=str)[keep],
         preprocessor=np.asarray(json.dumps({"class": type(preprocessor).__name__,
                                             "params": preprocessor.get_params()})),
     )
     with atomic_path(path) as tmp:
         tmp.write_bytes(buffer.getvalue())
     return Path(path)
+
+
+def _near_duplicates(images, table):
+    """Rows of ``table`` whose preprocessed image repeats an earlier one of the same writer and kind: bool (n,)."""
+    groups = table["writer"].astype(str).to_numpy() + np.where(table["genuine"].to_numpy(dtype=bool), "/genuine", "/forged")
+    repeated = find_near_duplicates(images, groups)
+    if repeated.any():
+        names = ", ".join(str(p) for p in table["path"].to_numpy()[repeated][:5])
+        warnings.warn(f"left out {int(repeated.sum())} image(s) that repeat another image of the same writer once "
+                      f"preprocessed (copies of one scan, cropped or re-saved): {names}"
+                      f"{', ...' if repeated.sum() > 5 else ''}", stacklevel=3)
+    return repeated
 
 
 def load_cache(path):

@@ -108,7 +108,7 @@ def _save_model(model, path, info=None):
 
 
 def cmd_prepare(args):
-    from .cache import prepare_cache
+    from .cache import load_cache, prepare_cache
     from .datasets import load_signatures
     from .preprocessing import PreprocessImage
 
@@ -116,11 +116,12 @@ def cmd_prepare(args):
     table = load_signatures(args.data[0] if len(args.data) == 1 else args.data)
     preprocessor = PreprocessImage(tuple(args.size or DEFAULT_SIZE), binarize=args.binarize,
                                    normalize_ink=args.normalize_ink, n_jobs=args.jobs)
-    out = prepare_cache(table, args.out, preprocessor=preprocessor,
-                        progress=not args.quiet)
+    out = prepare_cache(table, args.out, preprocessor=preprocessor, progress=not args.quiet,
+                        drop_near_duplicates=not args.keep_near_duplicates)
+    kept = len(load_cache(out).table)
     print(f"preprocessed {len(table)} images of {table['writer'].nunique()} writers "
-          f"({table.attrs['n_duplicates']} duplicate files dropped); saved {out} "
-          f"({out.stat().st_size / 1e6:.1f} MB)")
+          f"({table.attrs['n_duplicates']} duplicate files dropped, {len(table) - kept} near-duplicate images left "
+          f"out); saved {kept} to {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 
@@ -331,6 +332,9 @@ def build_parser():
     prepare.add_argument("--normalize-ink", type=float, nargs="?", const=95.0, metavar="PERCENTILE",
                          help="scale each image's ink so that this percentile of its darkness is black (default "
                               "%(const)s): the same signature in a lighter or darker ink gives the same image")
+    prepare.add_argument("--keep-near-duplicates", action="store_true",
+                         help="keep images that repeat another image of the same writer once preprocessed (copies "
+                              "of one scan cropped or re-saved; left out by default)")
     prepare.add_argument("--jobs", type=int, default=-1, help="parallel workers (default: all cores)")
     prepare.add_argument("--quiet", action="store_true", help="no progress bar")
     prepare.set_defaults(func=cmd_prepare)

@@ -7,7 +7,7 @@ from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from conftest import write_png
-from sigest.preprocessing import ImageReadError, PreprocessImage, TestPreprocessImage, read_grayscale
+from sigest.preprocessing import ImageReadError, PreprocessImage, TestPreprocessImage, find_near_duplicates, read_grayscale
 from sigest.preprocessing import functional as F
 
 
@@ -121,6 +121,25 @@ def test_a_path_repeated_across_rows_is_preprocessed_once(tmp_path, small_signat
     assert set(PreprocessImage(size=(32, 48), pool_rows=True).transform(rows)) == {"images", "rows"}
     single = PreprocessImage(size=(32, 48), pool_rows=True).transform(paths)  # (n,) input: images as before
     np.testing.assert_array_equal(single, PreprocessImage(size=(32, 48)).transform(paths))
+
+
+def test_near_duplicates_are_copies_of_a_scan_cropped_or_shifted_within_a_group(small_signatures):
+    raw = list(small_signatures.images)
+    first = np.flatnonzero(np.asarray(small_signatures.writer) == small_signatures.writer[0])
+    writer = [raw[i] for i in first if small_signatures.genuine[i]]  # 5 genuine signatures of one writer
+    cropped = writer[1][2:]  # the same scan two rows shorter, as BHSig260 Bengali holds
+    pre = PreprocessImage(size=(150, 220))
+    images = pre.transform(writer + [cropped, cropped])[:, 0]
+    groups = ["w"] * 6 + ["other"]
+    repeated = find_near_duplicates(images, groups)
+    assert repeated.tolist() == [False] * 5 + [True, False]  # the copy alone, never the first nor another group's
+    shifted = np.concatenate([images[:5], np.roll(images[2:3], (3, 3), axis=(1, 2))])
+    assert find_near_duplicates(shifted, ["w"] * 6).tolist() == [False] * 5 + [True]
+    assert not find_near_duplicates(shifted, ["w"] * 6, threshold=1.01).any()
+    with pytest.raises(ValueError, match="groups"):
+        find_near_duplicates(images, groups[:3])
+    with pytest.raises(ValueError, match="shape"):
+        find_near_duplicates(images[0], ["w"] * 150)
 
 
 def test_steps_can_be_switched_off(ink_page):

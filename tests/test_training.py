@@ -56,6 +56,25 @@ def test_cache_round_trip_matches_preprocessing(tmp_path, small_signatures):
         load_cache(tmp_path / "junk.npz")
 
 
+def test_cache_leaves_out_a_copy_of_a_scan_that_the_file_comparison_misses(tmp_path, small_signatures):
+    from PIL import Image
+
+    root = save_signatures(small_signatures, tmp_path / "data")
+    original = sorted((root / small_signatures.writer[0] / "genuine").glob("*.png"))[0]
+    with Image.open(original) as image:  # two rows shorter: other bytes, another size, the same scan
+        image.crop((0, 2, image.width, image.height)).save(original.with_name("zz_copy.png"))
+    table = load_signatures(root)
+    assert table["path"].str.endswith("zz_copy.png").any()  # the files differ: load_signatures keeps both
+    with pytest.warns(UserWarning, match="left out 1 image.*zz_copy.png"):
+        cache = load_cache(prepare_cache(table, tmp_path / "c.npz", preprocessor=PreprocessImage(size=(150, 220)),
+                                         progress=False))
+    assert len(cache.table) == len(table) - 1 and not cache.table["path"].str.endswith("zz_copy.png").any()
+    assert len(cache.images) == len(cache.ink) == len(cache.table)
+    kept = prepare_cache(table, tmp_path / "all.npz", preprocessor=PreprocessImage(size=(32, 64)), progress=False,
+                         drop_near_duplicates=False)
+    assert len(load_cache(kept).table) == len(table)
+
+
 def test_within_writer_pairs_and_embedding_eer():
     writers = np.array(["a", "a", "a", "b", "b", "b"])
     genuine = np.array([True, True, False, True, True, False])
