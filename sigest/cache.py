@@ -61,20 +61,20 @@ def prepare_cache(table, path, *, preprocessor=None, chunk_size=256, progress=Tr
         images, ink = preprocessor.transform_with_ink(paths[start : start + chunk_size])
         chunks.append(np.round(images[:, 0] * 255).astype(np.uint8))
         inks.append(ink)
-    images = np.concatenate(chunks)
-    keep = np.ones(len(table), dtype=bool)
+    images, ink = np.concatenate(chunks), np.concatenate(inks)
     if drop_near_duplicates:
         keep = ~_near_duplicates(images, table)
+        table, images, ink = table.loc[keep], images[keep], ink[keep]
     dataset = table["dataset"] if "dataset" in table.columns else pd.Series("", index=table.index)
     buffer = io.BytesIO()
     np.savez_compressed(
         buffer,
-        images=images[keep],
-        ink=np.concatenate(inks)[keep],
-        path=np.asarray(paths, dtype=str)[keep],
-        writer=table["writer"].astype(str).to_numpy(dtype=str)[keep],
-        genuine=table["genuine"].to_numpy(dtype=bool)[keep],
-        dataset=dataset.astype(str).to_numpy(dtype=str)[keep],
+        images=images,
+        ink=ink,
+        path=table["path"].to_numpy(dtype=str),
+        writer=table["writer"].astype(str).to_numpy(dtype=str),
+        genuine=table["genuine"].to_numpy(dtype=bool),
+        dataset=dataset.astype(str).to_numpy(dtype=str),
         preprocessor=np.asarray(json.dumps({"class": type(preprocessor).__name__,
                                             "params": preprocessor.get_params()})),
     )

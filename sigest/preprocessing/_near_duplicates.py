@@ -65,8 +65,8 @@ def find_near_duplicates(images, groups, threshold=0.95, max_shift=0.03):
         raise ValueError(f"groups has {len(groups)} entries for {len(images)} images")
     sigma, shift = 0.0075 * images.shape[1], max(1, int(max_shift * images.shape[1]))
     repeated = np.zeros(len(images), dtype=bool)
-    _, codes = np.unique(groups, return_inverse=True)
-    for members in (np.flatnonzero(codes == c) for c in np.unique(codes)):
+    names, codes = np.unique(groups, return_inverse=True)
+    for members in (np.flatnonzero(codes == c) for c in range(len(names))):
         if len(members) < 2:
             continue
         blurred = gaussian_filter(images[members].astype(np.float32), sigma=(0, sigma, sigma))
