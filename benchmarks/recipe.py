@@ -66,13 +66,14 @@ def split(table, args, fold, seed):
         folds = writer_folds(table, args.n_folds)
         in_test = table["writer"].map(folds) == fold
         test, rest = table[in_test], table[~in_test]
-        if args.train_datasets:  # the same test folds, trained and validated on these data sets only
-            rest = rest[rest["dataset"].isin(args.train_datasets)]
     rng = np.random.RandomState(1000 + seed)
     valid_writers = []
     for _, group in rest.groupby("dataset"):
         writers = np.array(sorted(group["writer"].unique()))
         valid_writers += list(rng.choice(writers, size=max(2, round(args.valid_share * len(writers))), replace=False))
+    if args.train_datasets and not args.test_datasets:
+        # the same test folds and validation writers as a run on every set, trained and validated on these sets only
+        rest = rest[rest["dataset"].isin(args.train_datasets)]
     in_valid = rest["writer"].isin(valid_writers)
     return rest[~in_valid], rest[in_valid], test
 
@@ -241,9 +242,15 @@ def run(cache, args, fold, seed):
         iterator_train__num_workers=args.workers, iterator_train__pin_memory=torch.cuda.is_available(),
         optimizer__weight_decay=args.weight_decay, device=args.device, autocast=args.autocast,
     )
-    if args.init:  # start from a saved run's weights (pre-training), not from random ones
+    seen_writers = set(train["writer"])  # every writer whose images the saved weights were trained on
+    if args.init:  # start from a saved run's weights (pre-training or fine-tuning), not from random ones
+        start_run = torch.load(args.init.format(fold=fold, seed=seed), map_location="cpu", weights_only=False)
+        leaked = set(start_run.get("train_writers", ())) & set(test["writer"])
+        if leaked:
+            raise SystemExit(f"--init trained on {len(leaked)} of this fold's test writers, e.g. {sorted(leaked)[0]}")
+        seen_writers |= set(start_run.get("train_writers", ()))
         net.set_params(warm_start=True).initialize()
-        net.module_.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["state_dict"])
+        net.module_.load_state_dict(start_run["state_dict"])
     start = time.perf_counter()
     net.fit(images[train["row"].to_numpy()], embedding_targets(train["writer"], train["genuine"]))
     seconds = time.perf_counter() - start
@@ -268,7 +275,7 @@ def run(cache, args, fold, seed):
     valid_votes = reference_scores(E, valid, args.k, rng, cache.ink)
     if args.save:
         torch.save({"state_dict": {k: v.cpu() for k, v in net.module_.state_dict().items()}, "args": vars(args),
-                    "train_writers": sorted(train["writer"].unique()), "valid_writers": sorted(valid["writer"].unique()),
+                    "train_writers": sorted(seen_writers), "valid_writers": sorted(valid["writer"].unique()),
                     "history": [{k: v for k, v in e.items() if k != "batches"} for e in net.history]},
                    args.save.format(fold=fold, seed=seed))
     if args.save_checkpoints:
@@ -334,8 +341,9 @@ def main():
     parser.add_argument("--autocast", choices=["bfloat16"], help="forward passes under torch.autocast in this dtype")
     parser.add_argument("--time-limit", type=float, help="end training after the epoch that passes this many seconds")
     parser.add_argument("--init", metavar="RUN.pt",
-                        help="start from the weights of a run saved with --save (same backbone, dim and attention), "
-                             "e.g. one pre-trained on synthetic writers with --folds -1")
+                        help="start from the weights of a run saved with --save (same backbone, dim and attention; "
+                             "{fold} and {seed} in the name are filled in), e.g. one pre-trained on synthetic writers "
+                             "with --folds -1, or the same fold's run on every set to fine-tune with --train-datasets")
     parser.add_argument("--tag", default="")
     parser.add_argument("--out")
     parser.add_argument("--save", help="write the trained network's weights and the run's settings (torch.save); "

@@ -106,7 +106,8 @@ def score_writer(R, Q, cohort, top, rules=RULES):
 
 
 def score_role(data, role, k, rng, top, cohort_size, rules=RULES):
-    """One row per questioned signature of the writers in ``role``: writer, kind and the score of each of ``rules``."""
+    """One row per questioned signature of the writers in ``role``: writer, kind, the score of each of ``rules``,
+    and the images compared (``questioned``, the row number; ``references``, a tuple of k row numbers)."""
     E, writer, genuine = data["embeddings"], data["writer"], data["genuine"]
     train = np.flatnonzero((data["role"] == "train") & genuine)
     cohort = E[rng.choice(train, size=min(cohort_size, len(train)), replace=False)]
@@ -128,7 +129,8 @@ def score_role(data, role, k, rng, top, cohort_size, rules=RULES):
             ink = data["ink"]
             rows_ink = np.concatenate([ink[questioned][:, None], np.repeat(ink[refs][None], len(questioned), 0)], 1)
             scores["ink_diff"] = list(ink_difference(rows_ink))
-        rows.append(pd.DataFrame({"writer": w, "dataset": data["dataset"][questioned], "kind": kinds, **scores}))
+        rows.append(pd.DataFrame({"writer": w, "dataset": data["dataset"][questioned], "kind": kinds, **scores,
+                                  "questioned": questioned, "references": [tuple(refs)] * len(questioned)}))
     return pd.concat(rows, ignore_index=True)
 
 

@@ -8,7 +8,9 @@ more views of every image are read off the same forward pass, with no training:
 - ``stage3``: the stage-3 feature map, average-pooled and normalised (C3 values);
 - ``strips``: the last feature map average-pooled over 4 vertical strips (left to right), each
   through the embedding's own projection and normalised: 4 local embeddings per image;
-- ``texture``: each channel's standard deviation over the positions of the second stage's map (C2 values).
+- ``texture``: each channel's standard deviation over the positions of the second stage's map (C2 values);
+- ``local``: the same map's positions as a grid of local descriptors, compared by
+  :func:`sigest.nn.local_match_distance` (the voter only).
 
 All are :meth:`sigest.nn.SiameseResNet.views`, whitened as the library whitens them
 (:func:`sigest.training.fit_whitening`, shrinkage 0.1, fitted on the training writers' genuine
@@ -40,7 +42,7 @@ from sigest.metrics import equal_error_rate, within_writer_pairs
 from sigest.embedder import SiameseEmbedder
 from sigest.nn import SiameseResNet
 from sigest.training import fit_pair_head, fit_whitening
-from sigest.verification import VotingVerifier, ink_difference, take_rows
+from sigest.verification import VotingVerifier, _local_distance_ratio, ink_difference, take_rows
 
 from scoring import accuracy, score_role  # benchmarks/scoring.py, beside this script
 
@@ -50,6 +52,8 @@ FEATURE_SETS = {
     "global + strips": ["global", "strips"],
     "global + strips + stage3": ["global", "strips", "stage3"],
     "global + strips + stage3 + texture": ["global", "strips", "stage3", "texture"],
+    "global + strips + stage3 + texture + local": ["global", "strips", "stage3", "texture", "local"],
+    "local": ["local"],
 }
 PAIR_SETS = {"global": ["global"], "global + stage3": ["global", "stage3"], "global + texture": ["global", "texture"]}
 STRIPS = SiameseResNet.n_strips
@@ -64,7 +68,7 @@ def whitened_views(settings, weights, images, own, writers, device="cpu"):
     net = fit_whitening(net, images, writers, rows=np.flatnonzero(own), shrinkage=0.1)
     views = net.transform_views(images)
     return net, {"global": views["embedding"], "stage3": views["penultimate"], "texture": views["texture"],
-                 **{f"strip{i}": views["strips"][:, i] for i in range(STRIPS)}}
+                 "local": views["local"], **{f"strip{i}": views["strips"][:, i] for i in range(STRIPS)}}
 
 
 def view_columns(name, score):
@@ -79,9 +83,12 @@ def reference_rows(E, base, k, draw):
     tables = {}
     for role in ("valid", "test"):
         per_view = {name: score_role({**base, "embeddings": V}, role, k, np.random.RandomState(draw), 100, 1000,
-                                     rules=("ratio",)) for name, V in E.items()}
+                                     rules=("ratio",)) for name, V in E.items() if name != "local"}
         table = per_view["global"]
         tables[role] = table.assign(**{f"log_{n}": np.log(-t["ratio"].to_numpy()) for n, t in per_view.items()})
+        if "local" in E:  # the same rows' images, compared by local_match_distance as the voter compares them
+            position = np.column_stack([table["questioned"], np.stack(table["references"].to_numpy())])
+            tables[role]["log_local"] = np.log(_local_distance_ratio(E["local"], position))
     return tables["valid"], tables["test"]
 
 

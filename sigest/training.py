@@ -24,7 +24,7 @@ from .datasets import check_writers, make_pairs, make_reference_sets, qualified_
 from .embedder import SiameseEmbedder, embedding_targets
 from .nn import within_writer_whitening
 from .preprocessing import PreprocessImage
-from .verification import EXTRA_VIEWS, PAIR_VIEWS, LogisticSiameseRegression, VotingVerifier, take_rows
+from .verification import PAIR_VIEWS, VOTER_VIEWS, LogisticSiameseRegression, VotingVerifier, take_rows
 
 __all__ = ["verifier_pipeline", "make_verifier", "train_siamese_model", "fit_whitening", "fit_pair_head",
            "fit_reference_voter", "train_verifier", "calibrate"]
@@ -181,7 +181,8 @@ def fit_whitening(embedder, images, writers, *, rows=None, shrinkage=0.1):
     and the voter's included, is whitened. Measured on unseen writers (``benchmarks/scoring.py
     --whitening``), it lowers the 5-reference EER by about a point on CEDAR and SigComp2011. The
     extra views (:meth:`sigest.nn.SiameseResNet.views`) are whitened the same way, each by its own
-    within-writer spread (:meth:`~sigest.nn.SiameseResNet.set_view_whitening`; one map per strip).
+    within-writer spread (:meth:`~sigest.nn.SiameseResNet.set_view_whitening`; one map per strip), and the
+    local view is centred on the mean of the same images' local descriptors.
 
     Parameters
     ----------
@@ -204,22 +205,24 @@ def fit_whitening(embedder, images, writers, *, rows=None, shrinkage=0.1):
         The same object.
     """
     module = embedder.module_.set_whitening(None).set_view_whitening(None, None)
-    if rows is None:
-        views = embedder.transform_views(images)
-    else:  # a few hundred images copied at a time, not every chosen image at once
-        rows = np.asarray(rows, dtype=np.intp)
-        writers = np.asarray(writers)[rows]
-        chunks = np.array_split(rows, max(1, -(-len(rows) // _WHITENING_CHUNK)))
-        parts = [embedder.transform_views(images[chunk]) for chunk in chunks]
-        views = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-    views = {name: torch.as_tensor(v) for name, v in views.items()}
-    codes = torch.as_tensor(pd.factorize(np.asarray(writers))[0])
+    rows = np.arange(len(images)) if rows is None else np.asarray(rows, dtype=np.intp)
+    writers = np.asarray(writers)[rows]
+    views, local_sum, positions = [], 0.0, 0  # a few hundred images at a time, not every chosen image at once
+    for chunk in np.array_split(rows, max(1, -(-len(rows) // _WHITENING_CHUNK))):
+        part = embedder.transform_views(images[chunk])
+        del part["local"]
+        views.append(part)
+        raw = embedder._infer(images[chunk], lambda net, batch: {"local": net.local_descriptors(batch)})["local"]
+        local_sum, positions = local_sum + raw.sum((0, 1, 2), dtype=np.float64), positions + np.prod(raw.shape[:3])
+    views = {name: torch.as_tensor(np.concatenate([part[name] for part in views])) for name in views[0]}
+    codes = torch.as_tensor(pd.factorize(writers)[0])
     module.set_whitening(within_writer_whitening(views["embedding"], codes, shrinkage=shrinkage))
     module.set_view_whitening(
         penultimate=within_writer_whitening(views["penultimate"], codes, shrinkage=shrinkage),
         strips=torch.stack([within_writer_whitening(strip, codes, shrinkage=shrinkage)
                             for strip in views["strips"].unbind(1)]),
-        texture=within_writer_whitening(views["texture"], codes, shrinkage=shrinkage))
+        texture=within_writer_whitening(views["texture"], codes, shrinkage=shrinkage),
+        local_mean=torch.as_tensor(local_sum / positions, dtype=torch.float32))
     return embedder
 
 
@@ -282,7 +285,7 @@ def _pair_threshold(verifier, table, images, ink):
 
 
 def fit_reference_voter(verifier, valid, images, *, ink=None, k=5, n_per_writer=12,
-                        extra_views=EXTRA_VIEWS, random_state=0):
+                        extra_views=VOTER_VIEWS, random_state=0):
     """The distance-ratio voter over ``k`` references, calibrated on writers the embedder never trained on.
 
     Parameters
@@ -430,7 +433,8 @@ def train_verifier(table, *, images=None, ink=None, preprocessor=None, valid_wri
                                    init=start, **embedder_params)
     if whitening == "auto" and start is not None:
         embedder.module_.set_whitening(start.module_.whitening).set_view_whitening(
-            start.module_.penultimate_whitening, start.module_.strip_whitening, start.module_.texture_whitening)
+            start.module_.penultimate_whitening, start.module_.strip_whitening, start.module_.texture_whitening,
+            start.module_.local_mean)
     elif whitening is not None:
         own = train[train["genuine"]]
         fit_whitening(embedder, images, table["writer"].to_numpy(), rows=own["_row"].to_numpy(),
@@ -543,7 +547,7 @@ def calibrate(model, table, *, images=None, ink=None, k=5, n_per_writer=12, refi
     if refit_voter or voter is None:
         calibrated.reference_voter_ = fit_reference_voter(
             verifier, table, images, ink=voter_ink, k=k, n_per_writer=n_per_writer, random_state=random_state,
-            extra_views=EXTRA_VIEWS if voter is None else tuple(voter.extra_views))
+            extra_views=VOTER_VIEWS if voter is None else tuple(voter.extra_views))
     else:
         X, labels = _reference_rows(table, images, voter_ink, k, n_per_writer, random_state)
         _with_voter_threshold(calibrated.reference_voter_, X, labels)

@@ -3,6 +3,7 @@
 from numbers import Real
 
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, clone
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
@@ -11,13 +12,17 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
 from .embedder import SiameseEmbedder
+from .nn import local_match_distance
 
 __all__ = ["LogisticSiameseRegression", "VotingVerifier", "embed_distinct", "ink_difference", "pair_features",
            "pairs_to_targets"]
 
 
-EXTRA_VIEWS = ("penultimate", "strips", "texture")  # every view beside the embedding; the voter compares them all
+VECTOR_VIEWS = ("penultimate", "strips", "texture")  # views compared by the Euclidean distance of their rows
+EXTRA_VIEWS = (*VECTOR_VIEWS, "local")  # every view the voter can compare beside the embedding
+VOTER_VIEWS = VECTOR_VIEWS  # what the voter compares by default ("local" costs speed: see VotingVerifier)
 PAIR_VIEWS = ("texture",)  # what the pair classifier compares beside the embedding by default
+LOCAL_REACH = (4, 6)  # the local view's largest match offset, rows and columns of its grid (local_match_distance)
 
 
 def pair_features(embeddings):
@@ -221,11 +226,15 @@ class _Rows:
         ``embed`` maps (m, 1, H, W) to (m, d) or to a dict of (m, ...) arrays; returns (n, 1 + k, d)
         or the dict of (n, 1 + k, ...) arrays.
         """
+        out, position = self.embedded_once(embed)
+        return {name: value[position] for name, value in out.items()} if isinstance(out, dict) else out[position]
+
+    def embedded_once(self, embed):
+        """``embed`` of each distinct image the rows use, (m, ...) or a dict of such arrays, and each row's
+        positions among them (n, 1 + k)."""
         used, position = np.unique(self.index, return_inverse=True)
         images = self.images if len(used) == len(self.images) else self.images[used]
-        out = embed_distinct(embed, images)
-        position = position.reshape(self.shape)
-        return {name: value[position] for name, value in out.items()} if isinstance(out, dict) else out[position]
+        return embed_distinct(embed, images), position.reshape(self.shape)
 
 
 def _as_rows(X, expected):
@@ -462,7 +471,7 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         self : LogisticSiameseRegression
         """
         self._validate_params()
-        _check_view_names(self.extra_views)
+        _check_view_names(self.extra_views, VECTOR_VIEWS)
         self.__dict__.pop("input_shape_", None)
         pairs = self._check_pairs(X)
         y = _check_pair_labels(y)
@@ -579,10 +588,39 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
 
 
 
-def _check_view_names(names):
-    unknown = set(names) - set(EXTRA_VIEWS)
+def _check_view_names(names, allowed=EXTRA_VIEWS):
+    unknown = set(names) - set(allowed)
     if unknown:
-        raise ValueError(f"extra_views must name views among {EXTRA_VIEWS}, got {sorted(unknown)}")
+        raise ValueError(f"extra_views must name views among {allowed}, got {sorted(unknown)}")
+
+
+def _local_distance_ratio(grids, position, reach=LOCAL_REACH, chunk=256):
+    """:func:`_distance_ratio` of the local view, by :func:`sigest.nn.local_match_distance`.
+
+    Parameters
+    ----------
+    grids : ndarray of shape (p, H, W, C)
+        The local view of each distinct image.
+    position : ndarray of shape (n, 1 + k), int, k >= 2
+        Each row's images (questioned, ref_1, ..., ref_k) among ``grids``; a pair of images that
+        several rows share (two references of one writer) is compared once.
+
+    Returns
+    -------
+    ratio : ndarray of shape (n,)
+    """
+    n, m = position.shape
+    i, j = np.triu_indices(m - 1, k=1)
+    refs = position[:, 1:]
+    pairs = np.concatenate([np.stack([np.repeat(position[:, 0], m - 1), refs.ravel()], axis=1),
+                            np.stack([refs[:, i].ravel(), refs[:, j].ravel()], axis=1)])
+    distinct, inverse = np.unique(np.sort(pairs, axis=1), axis=0, return_inverse=True)
+    distance = np.concatenate([
+        local_match_distance(torch.as_tensor(grids[part[:, 0]]), torch.as_tensor(grids[part[:, 1]]), reach).numpy()
+        for part in np.array_split(distinct, max(1, -(-len(distinct) // chunk)))])[inverse.ravel()]
+    questioned = distance[:n * (m - 1)].reshape(n, m - 1).mean(axis=1)
+    spread = distance[n * (m - 1):].reshape(n, len(i)).mean(axis=1)
+    return questioned / np.maximum(spread, 1e-6)
 
 
 def _distance_ratio(E):
@@ -693,7 +731,7 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     }
 
     def __init__(self, estimator, *, voting="soft", threshold=0.5, compare_ink=False,
-                 extra_views=EXTRA_VIEWS, C=100.0):
+                 extra_views=VOTER_VIEWS, C=100.0):
         self.estimator = estimator
         self.voting = voting
         self.threshold = threshold
@@ -814,18 +852,23 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     def _row_views(self, rows):
         """The views of :class:`_Rows`, each distinct image embedded once: {"embedding": (n, 1 + k, d), then
-        each of ``extra_views`` and of the pair estimator's: (n, 1 + k, ...)}."""
+        each of ``extra_views`` and of the pair estimator's: (n, 1 + k, ...)}; the local view stays as each
+        distinct image's grid (p, H, W, C) with the rows' positions among them (n, 1 + k)."""
         self._check_ratio_rows(rows)
         names = dict.fromkeys(("embedding", *self.extra_views, *getattr(self.estimator_, "extra_views", ())))
         if len(names) == 1:
             return {"embedding": rows.embedded(self.estimator_.embed)}
-        views = rows.embedded(self.estimator_.embed_views)
-        return {name: views[name] for name in names}
+        views, position = rows.embedded_once(self.estimator_.embed_views)
+        return {name: (views[name], position) if name == "local" else views[name][position] for name in names}
 
     def _log_ratios(self, views):
         """(n, 1 + number of extra_views) log distance ratios of the embedding and ``extra_views``, in that order."""
         columns = []
-        for V in (views[name] for name in ("embedding", *self.extra_views)):
+        for name in ("embedding", *self.extra_views):
+            if name == "local":
+                columns.append(np.log(np.maximum(_local_distance_ratio(*views[name]), 1e-6)))
+                continue
+            V = views[name]
             parts = [V] if V.ndim == 3 else [V[:, :, i] for i in range(V.shape[2])]  # strips: one ratio each
             columns.append(np.mean([np.log(np.maximum(_distance_ratio(part), 1e-6)) for part in parts], axis=0))
         return np.column_stack(columns)

@@ -3,6 +3,7 @@ import io
 import joblib
 import numpy as np
 import pytest
+import torch
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
@@ -22,6 +23,7 @@ from sigest import (
     train_siamese_model,
 )
 from sigest.datasets import make_pairs, split_writers, writer_groups
+from sigest.nn import local_match_distance
 from sigest.preprocessing import PreprocessImage
 from sigest.verification import ink_difference, pair_features, pairs_to_targets
 
@@ -314,14 +316,30 @@ def test_normalized_voting_adds_a_log_ratio_per_extra_view(voter_rows):
     np.testing.assert_allclose(views["embedding"], clf.embed(rows.reshape(-1, *rows.shape[2:])), atol=1e-6)
     P, S = views["penultimate"].reshape(8, 4, -1), views["strips"].reshape(8, 4, *views["strips"].shape[1:])
     T = views["texture"].reshape(8, 4, -1)
+    L = torch.as_tensor(views["local"].reshape(8, 4, *views["local"].shape[1:]))
+
+    def local(a, b):  # the local view's distance between the a-th and b-th image of every row
+        return local_match_distance(L[:, a], L[:, b], reach=(4, 6)).numpy()
+
+    local_ratio = (np.mean([local(0, r) for r in (1, 2, 3)], axis=0)
+                   / np.mean([local(a, b) for a, b in [(1, 2), (1, 3), (2, 3)]], axis=0))
     inputs = np.column_stack([np.log(voter.distance_ratio(rows)), np.log(ratio(P)),
                               np.mean([np.log(ratio(S[:, :, i])) for i in range(S.shape[2])], axis=0),
-                              np.log(ratio(T))])
-    np.testing.assert_allclose(voter.predict_proba(rows), voter.calibrator_.predict_proba(inputs), rtol=1e-4)
+                              np.log(ratio(T)), np.log(local_ratio)])
+    np.testing.assert_allclose(voter.predict_proba(rows), voter.calibrator_.predict_proba(inputs[:, :4]), rtol=1e-4)
+    with_local = VotingVerifier(FrozenEstimator(clf), voting="normalized",
+                                extra_views=("penultimate", "strips", "texture", "local")).fit(rows, labels)
+    np.testing.assert_allclose(with_local.predict_proba(rows), with_local.calibrator_.predict_proba(inputs), rtol=1e-4)
     one = VotingVerifier(FrozenEstimator(clf), voting="normalized", extra_views=["penultimate"]).fit(rows, labels)
     np.testing.assert_allclose(one.predict_proba(rows), one.calibrator_.predict_proba(inputs[:, :2]), rtol=1e-4)
+    only_local = VotingVerifier(FrozenEstimator(clf), voting="normalized", extra_views=("local",)).fit(rows, labels)
+    np.testing.assert_allclose(only_local.predict_proba(rows),
+                               only_local.calibrator_.predict_proba(inputs[:, [0, 4]]), rtol=1e-4)
     with pytest.raises(ValueError, match="extra_views must name"):
         VotingVerifier(FrozenEstimator(clf), voting="normalized", extra_views=("stage3",)).fit(rows, labels)
+    with pytest.raises(ValueError, match="extra_views must name"):  # the pair head compares vectors only
+        LogisticSiameseRegression(FrozenEstimator(clf.embedder_), extra_views=("local",)).fit(
+            VotingVerifier._as_pairs(rows)[:6], np.array([1, 0] * 3))
 
 
 def test_a_pair_head_with_extra_views_adds_their_scaled_distance(voter_rows, pair_data):

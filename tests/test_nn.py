@@ -17,6 +17,7 @@ from sigest.nn import (
     list_attention,
     list_backbones,
     list_losses,
+    local_match_distance,
     register_backbone,
     resnet_tiny,
     within_writer_whitening,
@@ -135,6 +136,46 @@ def test_siamese_resnet_views_come_from_one_pass_each_whitened_by_its_own_map():
         torch.testing.assert_close(fresh.views(x)[name], views[name])
     with pytest.raises(ValueError, match="view whitening must be of shape"):
         net.set_view_whitening(torch.eye(3))
+
+
+def test_the_local_view_is_the_texture_stage_as_weighted_unit_descriptors_centred_on_local_mean():
+    torch.manual_seed(0)
+    net = SiameseResNet("resnet_tiny", embedding_dim=4).eval()
+    x = torch.rand(3, 1, 40, 60)
+    raw = net.local_descriptors(x)
+    c = net.backbone.stage_channels[net.texture_stage - 1]
+    assert raw.shape == (3, 5, 8, c)  # stage 2 of resnet_tiny: an eighth of the image, positions last
+    local = net.views(x)["local"]
+    weight = raw.norm(dim=3) / raw.norm(dim=3).sum((1, 2), keepdim=True)
+    torch.testing.assert_close(local, F.normalize(raw, dim=3) * weight[..., None])
+    mean = raw.mean((0, 1, 2))
+    net.set_view_whitening(local_mean=mean)
+    centred = net.views(x)["local"]
+    torch.testing.assert_close(centred.norm(dim=3), weight)  # the weights come from the raw descriptors
+    torch.testing.assert_close(centred, F.normalize(raw - mean, dim=3) * weight[..., None])
+    old = {k: v for k, v in net.state_dict().items() if k != "local_mean"}  # saved before the local view
+    fresh = SiameseResNet("resnet_tiny", embedding_dim=4).eval().set_view_whitening(local_mean=mean)
+    fresh.load_state_dict(old)
+    torch.testing.assert_close(fresh.local_mean, torch.zeros(c))
+    with pytest.raises(ValueError, match="local_mean must be of shape"):
+        net.set_view_whitening(local_mean=torch.zeros(c + 1))
+
+
+def test_local_match_distance_tolerates_shifts_within_its_reach_only():
+    torch.manual_seed(0)
+    a = F.normalize(torch.randn(4, 9, 12, 64), dim=3) / (9 * 12)  # unit descriptors, equal weights
+    b = F.normalize(torch.randn(4, 9, 12, 64), dim=3) / (9 * 12)
+    torch.testing.assert_close(local_match_distance(a, a), torch.zeros(4), atol=1e-6, rtol=0)
+    torch.testing.assert_close(local_match_distance(a, b), local_match_distance(b, a))
+    assert (local_match_distance(a, b) > 0.3).all()  # unrelated descriptors
+    shifted = torch.zeros_like(a)
+    shifted[:, :, 2:] = a[:, :, :-2] * 12 / 10  # two columns to the right; the two new columns weigh nothing
+    near = local_match_distance(a, shifted, reach=(0, 2))
+    far = local_match_distance(a, shifted, reach=(0, 1))
+    assert (near < 0.1).all() and (far > near + 0.2).all()
+    torch.testing.assert_close(local_match_distance(a, b, chunk=3), local_match_distance(a, b))
+    with pytest.raises(ValueError, match=r"\(n, H, W, C\)"):
+        local_match_distance(a, b[:, :5])
 
 
 @pytest.mark.parametrize("backbone", ["resnet_tiny", "resnet50"])  # BasicBlock; Bottleneck

@@ -89,9 +89,10 @@ def test_the_whitening_round_trips_and_files_without_one_load_unwhitened(fitted,
     assert not torch.equal(module.penultimate_whitening, torch.eye(len(module.penultimate_whitening)))
     assert not torch.equal(module.strip_whitening[0], torch.eye(16))
     assert not torch.equal(module.texture_whitening, torch.eye(len(module.texture_whitening)))
+    assert module.local_mean.abs().sum() > 0
     np.testing.assert_allclose(loaded.predict_proba(X), whitened, rtol=1e-5, atol=1e-6)
     tensors = load_file(str(path))
-    for name in ("whitening", "penultimate_whitening", "strip_whitening", "texture_whitening"):
+    for name in ("whitening", "penultimate_whitening", "strip_whitening", "texture_whitening", "local_mean"):
         del tensors[f"embedder.{name}"]  # as files written before whitening existed
     save_file(tensors, tmp_path / "old.safetensors", metadata={"sigest": json.dumps(read_metadata(path))})
     old = load(tmp_path / "old.safetensors", device="cpu")
@@ -123,8 +124,9 @@ def test_the_distance_ratio_voter_round_trips(fitted, small_signatures, tmp_path
     table = small_signatures.table
     images, ink = model[0].transform_with_ink(list(table["image"]))
     at = np.array([[3, 0, 1, 2], [9, 0, 1, 2], [4, 5, 6, 7]])
-    for with_ink in (None, ink):
-        model.reference_voter_ = fit_reference_voter(model[-1], table, images, ink=with_ink, k=3)
+    default = ("penultimate", "strips", "texture")
+    for with_ink, views in ((None, default), (ink, (*default, "local"))):
+        model.reference_voter_ = fit_reference_voter(model[-1], table, images, ink=with_ink, k=3, extra_views=views)
         try:
             if with_ink is not None:
                 with pytest.raises(ValueError, match="does not measure it"):
@@ -139,7 +141,7 @@ def test_the_distance_ratio_voter_round_trips(fitted, small_signatures, tmp_path
         assert twin.voting == "normalized" and twin.n_references_ == 3 and twin.threshold == voter.threshold
         assert twin.get_params()["C"] == voter.C == VotingVerifier(None).C
         assert twin.compare_ink == voter.compare_ink == loaded[0].measure_ink == (with_ink is not None)
-        assert twin.extra_views == voter.extra_views == ("penultimate", "strips", "texture")
+        assert twin.extra_views == voter.extra_views == views
         X = images[at] if with_ink is None else {"images": images[at], "ink": ink[at]}
         np.testing.assert_allclose(twin.predict_proba(X), voter.predict_proba(X), rtol=1e-5, atol=1e-6)
     assert "reference_voter" not in read_metadata(save(model, tmp_path / "plain.safetensors"))
@@ -159,10 +161,10 @@ def test_format_1_files_load_and_their_voter_scores_by_the_embedding_alone(fitte
     finally:
         voter = model.__dict__.pop("reference_voter_")  # the shared fixture stays as it was
     document = read_metadata(path)
-    assert document["format_version"] == FORMAT_VERSION == 3
+    assert document["format_version"] == FORMAT_VERSION == 4
     document["format_version"] = 1  # as sigest wrote it before the views: no view whitening, no extra views
     del document["reference_voter"]["extra_views"], document["head"]["extra_views"], document["head"]["view_scaling"]
-    views = ("penultimate_whitening", "strip_whitening", "texture_whitening")
+    views = ("penultimate_whitening", "strip_whitening", "texture_whitening", "local_mean")
     tensors = {k: v for k, v in load_file(str(path)).items() if not k.endswith(views)}
     save_file(tensors, tmp_path / "v1.safetensors", metadata={"sigest": json.dumps(document)})
     old = load(tmp_path / "v1.safetensors", device="cpu")

@@ -1,9 +1,11 @@
-"""Pure PyTorch building blocks: attention, backbones, the Siamese network, losses, whitening, registries."""
+"""Pure PyTorch building blocks: attention, backbones, the Siamese network, losses, whitening, local matching,
+registries."""
 
 from .attention import SpatialAttention
 from .augment import InkJitter, SignatureAugment
 from .backbones import Backbone, fold_batch_norms, resnet_tiny
 from .losses import ArcFaceLoss, ProxyAnchorLoss, SupConLoss, TripletLoss, identity_labels
+from .matching import local_match_distance
 from .registry import (
     get_attention,
     get_backbone,
@@ -36,6 +38,7 @@ __all__ = [
     "list_attention",
     "list_backbones",
     "list_losses",
+    "local_match_distance",
     "register_attention",
     "register_backbone",
     "register_loss",

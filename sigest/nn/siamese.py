@@ -28,6 +28,11 @@ def _spread(feature_map):
     return (flat - flat.mean(2, keepdim=True)).square().mean(2).sqrt()
 
 
+def _grid(feature_map):
+    """A map (N, C, H, W) as a grid of descriptors (N, H, W, C), float32 (under autocast too)."""
+    return feature_map.permute(0, 2, 3, 1).float()
+
+
 class SiameseResNet(nn.Module):
     """ResNet backbone with spatial attention after chosen stages and an L2-normalised embedding.
 
@@ -58,7 +63,7 @@ class SiameseResNet(nn.Module):
     with the weights; weights saved without it load with the identity): the embedding is then
     ``normalize(normalize(projection) @ whitening)``.
 
-    :meth:`views` reads three more views of each image off the same forward pass, for verifiers that
+    :meth:`views` reads four more views of each image off the same forward pass, for verifiers that
     compare more than the embedding (the ``extra_views`` of :class:`sigest.VotingVerifier` and
     :class:`sigest.LogisticSiameseRegression`): the penultimate stage's map average-pooled, the last
     map pooled over ``n_strips`` vertical strips, each strip through the embedding's projection, and
@@ -66,7 +71,9 @@ class SiameseResNet(nn.Module):
     positions (how unevenly a stroke feature is spread: a texture statistic of the strokes). Each
     has its own whitening buffer (``penultimate_whitening``, (C, C); ``strip_whitening``,
     (n_strips, embedding_dim, embedding_dim); ``texture_whitening``, (C_texture, C_texture)), set
-    by :meth:`set_view_whitening`.
+    by :meth:`set_view_whitening`. The fourth, ``"local"``, keeps the same stage's map as a grid of
+    local descriptors, each centred on the training images' mean descriptor (``local_mean``, (C_texture,),
+    zero until set) and weighted by its activation, for :func:`sigest.nn.local_match_distance`.
 
     Convolution weights and activations are kept channels-last (NHWC) in memory, the layout
     oneDNN's CPU kernels prefer (measured on 2 CPU cores: 1.8x faster inference, 1.45x faster
@@ -74,7 +81,7 @@ class SiameseResNet(nn.Module):
     """
 
     n_strips = 4
-    texture_stage = 2  # 1-based stage whose map gives the texture view
+    texture_stage = 2  # 1-based stage whose map gives the texture view and the local descriptors
 
     def __init__(self, backbone="resnet_tiny", embedding_dim=128, attention="spatial", attention_stages=(3, 4),
                  in_channels=1, dropout=0.0):
@@ -92,6 +99,7 @@ class SiameseResNet(nn.Module):
         self.register_buffer("penultimate_whitening", torch.eye(self.backbone.stage_channels[-2]))
         self.register_buffer("strip_whitening", torch.eye(embedding_dim).repeat(self.n_strips, 1, 1))
         self.register_buffer("texture_whitening", torch.eye(self.backbone.stage_channels[self.texture_stage - 1]))
+        self.register_buffer("local_mean", torch.zeros(self.backbone.stage_channels[self.texture_stage - 1]))
         self.to(memory_format=torch.channels_last)
 
     def _feature_maps(self, x):
@@ -113,8 +121,20 @@ class SiameseResNet(nn.Module):
         """Pooled last map (N, C) -> the whitened unit-norm embedding (N, embedding_dim)."""
         return _whitened(self.projection(pooled), self.whitening)
 
+    def local_descriptors(self, x):
+        """Stage ``texture_stage``'s map as a grid of descriptors, before centring: (N, C, H, W) -> (N, H', W', C')."""
+        return _grid(self._feature_maps(x)[self.texture_stage - 1])
+
+    @staticmethod
+    def _local(descriptors, mean):
+        """Raw descriptors (N, H', W', C') -> each position's unit descriptor, centred on ``mean``, times its weight
+        (the raw descriptor's norm over the image's sum of norms)."""
+        weight = descriptors.norm(dim=3)
+        weight = weight / weight.sum((1, 2), keepdim=True).clamp_min(1e-12)
+        return F.normalize(descriptors - mean, dim=3) * weight[..., None]
+
     def views(self, x):
-        """Four views of each image from one forward pass (inference: no dropout).
+        """Five views of each image from one forward pass (inference: no dropout).
 
         Parameters
         ----------
@@ -129,7 +149,11 @@ class SiameseResNet(nn.Module):
             to right (:func:`torch.nn.functional.adaptive_avg_pool2d`'s bins: they overlap when
             the map is narrow), each through the projection; ``"texture"`` (N, C_texture), the
             standard deviation of each channel of stage ``texture_stage``'s map over its positions.
-            Every row is normalised, whitened by its buffer, and normalised again.
+            Every row is normalised, whitened by its buffer, and normalised again. ``"local"``
+            (N, H', W', C_texture), the same map's positions (H' x W', e.g. 19 x 28 for resnet_tiny at
+            150x220): each position's descriptor minus ``local_mean``, normalised, times its weight
+            (its norm before centring over the image's total), as
+            :func:`~sigest.nn.local_match_distance` compares them.
         """
         maps = self._feature_maps(x)
         penultimate, last = maps[-2], maps[-1]
@@ -139,6 +163,7 @@ class SiameseResNet(nn.Module):
             "penultimate": _whitened(penultimate.mean((2, 3)), self.penultimate_whitening),
             "strips": _whitened(self.projection(strips), self.strip_whitening),
             "texture": _whitened(_spread(maps[self.texture_stage - 1]), self.texture_whitening),
+            "local": self._local(_grid(maps[self.texture_stage - 1]), self.local_mean),
         }
 
     def for_inference(self):
@@ -161,6 +186,7 @@ class SiameseResNet(nn.Module):
         # num_batches_tracked for old checkpoints
         for name in ("whitening", "penultimate_whitening", "strip_whitening", "texture_whitening"):
             state_dict.setdefault(prefix + name, torch.eye(getattr(self, name).shape[-1]).expand_as(getattr(self, name)))
+        state_dict.setdefault(prefix + "local_mean", torch.zeros_like(self.local_mean))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def set_whitening(self, whitening=None):
@@ -183,14 +209,16 @@ class SiameseResNet(nn.Module):
         self.whitening.copy_(whitening.to(self.whitening))
         return self
 
-    def set_view_whitening(self, penultimate=None, strips=None, texture=None):
-        """Set the whitening of the extra :meth:`views`; None restores the identity.
+    def set_view_whitening(self, penultimate=None, strips=None, texture=None, local_mean=None):
+        """Set the whitening of the extra :meth:`views` (None restores the identity) and the local view's centre.
 
         Parameters
         ----------
         penultimate : Tensor of shape (C_penultimate, C_penultimate) or None
         strips : Tensor of shape (n_strips, embedding_dim, embedding_dim) or None
         texture : Tensor of shape (C_texture, C_texture) or None
+        local_mean : Tensor of shape (C_texture,) or None
+            The mean of :meth:`local_descriptors` over training images' positions; None: zero.
 
         Returns
         -------
@@ -203,6 +231,10 @@ class SiameseResNet(nn.Module):
             if value.shape != buffer.shape:
                 raise ValueError(f"view whitening must be of shape {tuple(buffer.shape)}, got {tuple(value.shape)}")
             buffer.copy_(value.to(buffer))
+        value = torch.zeros_like(self.local_mean) if local_mean is None else torch.as_tensor(local_mean)
+        if value.shape != self.local_mean.shape:
+            raise ValueError(f"local_mean must be of shape {tuple(self.local_mean.shape)}, got {tuple(value.shape)}")
+        self.local_mean.copy_(value.to(self.local_mean))
         return self
 
     def forward(self, x):

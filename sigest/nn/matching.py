@@ -1,0 +1,60 @@
+"""Local descriptors of two signatures matched with some play in position: a distance that tolerates small shifts."""
+
+import functools
+
+import torch
+
+__all__ = ["local_match_distance"]
+
+
+@functools.lru_cache(maxsize=16)
+def _neighbours(height, width, reach):
+    """(P, P) bool, P = height * width: positions at most ``reach`` = (rows, columns) apart, row-major."""
+    rows, columns = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    rows, columns = rows.flatten(), columns.flatten()
+    return ((rows[:, None] - rows[None]).abs() <= reach[0]) & ((columns[:, None] - columns[None]).abs() <= reach[1])
+
+
+def local_match_distance(a, b, reach=(4, 6), chunk=4):
+    """One minus the best-match similarity of two grids of weighted local descriptors, both ways.
+
+    Each position of ``a`` is matched to the most similar position of ``b`` at most ``reach``
+    away (cosine similarity of the descriptors), the matches are averaged with ``a``'s weights,
+    and the same is done from ``b`` to ``a``; the distance is one minus the mean of the two. Two
+    signatures whose strokes look alike in the same places, up to a shift within ``reach``, are
+    near; a global average of the same maps forgets where each stroke feature was.
+
+    Parameters
+    ----------
+    a, b : Tensor of shape (n, H, W, C)
+        Each position's unit descriptor times its weight, the weights of one image summing to 1
+        (the ``"local"`` view of :meth:`sigest.nn.SiameseResNet.views`). A position of weight 0
+        matches nothing and counts for nothing.
+    reach : (int, int), default=(4, 6)
+        Largest offset of a match, in rows and columns of the grid.
+    chunk : int, default=4
+        Pairs compared at a time (memory: chunk x (H W)^2 floats). Measured on 2 CPU cores, 500 pairs
+        of 19 x 28 x 32 grids: 0.53 s with 4 at a time, 0.67-0.78 s with 16-256.
+
+    Returns
+    -------
+    distance : Tensor of shape (n,), float32
+        In [0, 2]; 0 for two identical grids of unit descriptors.
+    """
+    if a.shape != b.shape or a.dim() != 4:
+        raise ValueError(f"expected two grids of shape (n, H, W, C), got {tuple(a.shape)} and {tuple(b.shape)}")
+    n, height, width, channels = a.shape
+    out_of_reach = torch.where(_neighbours(height, width, (int(reach[0]), int(reach[1]))), 0.0, -3.0).to(a.device)
+    out = []
+    for start in range(0, n, chunk):  # a few pairs at a time: each similarity matrix stays in the CPU's cache
+        first = a[start:start + chunk].reshape(-1, height * width, channels).float()
+        second = b[start:start + chunk].reshape(-1, height * width, channels).float()
+        weight_first, weight_second = first.norm(dim=2), second.norm(dim=2)
+        # cosine similarity of every position of the first with every one of the second, -3 beyond reach
+        similarity = torch.baddbmm(out_of_reach.expand(len(first), -1, -1),
+                                   first / weight_first.clamp_min(1e-12)[..., None],
+                                   (second / weight_second.clamp_min(1e-12)[..., None]).transpose(1, 2))
+        forward = (similarity.amax(2) * weight_first).sum(1)
+        backward = (similarity.amax(1) * weight_second).sum(1)
+        out.append(1 - (forward + backward) / 2)
+    return torch.cat(out) if out else torch.zeros(0)
