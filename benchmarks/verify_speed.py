@@ -15,8 +15,11 @@ within the call, embedded once.
 reading each distinct file of the call once; with ``--pool-rows`` that preprocessing returns each
 image once and the rows as positions (``PreprocessImage(pool_rows=True)``) instead of rows of images.
 
+``--with-local`` times the normalized voter comparing the local view too (``"local"`` added to its
+``extra_views`` with a zero weight in its calibration: the cost of the view, not its accuracy).
+
 Usage: python benchmarks/verify_speed.py [DATA_FOLDER] [--model sigest-base] [--n 200] [--jobs 2] [--repeats 7]
-       [--voting soft|normalized] [--rows [--pool-rows]] [--autocast bfloat16]
+       [--voting soft|normalized] [--rows [--pool-rows]] [--autocast bfloat16] [--with-local]
 """
 
 import argparse
@@ -49,6 +52,8 @@ def main():
                         "each distinct image once and the rows as positions instead of rows of images")
     parser.add_argument("--autocast", choices=["bfloat16"], help="the network under torch.autocast in this dtype "
                         "(SiameseEmbedder(autocast=...))")
+    parser.add_argument("--with-local", action="store_true", help="normalized voting: the voter compares the local "
+                        "view too (zero weight: its cost only)")
     args = parser.parse_args()
     model = sigest.pretrained(args.model) if args.model in sigest.list_pretrained() else sigest.load(args.model)
     preprocess, verifier = model[0].set_params(n_jobs=args.jobs, pool_rows=args.pool_rows), model[-1]
@@ -57,6 +62,14 @@ def main():
     references = table[table["genuine"]]["path"].tolist()[:5]
     questioned = table["path"].tolist()[5 : 5 + args.n]
     reference_images, reference_ink = preprocess.transform_with_ink(references)
+    if args.with_local:
+        if args.voting != "normalized":
+            parser.error("--with-local times the normalized voter")
+        voter = model.reference_voter_
+        n_views = 1 + len(voter.extra_views)  # its log ratios come first, then the ink differences
+        voter.extra_views = (*voter.extra_views, "local")
+        voter.calibrator_.coef_ = np.insert(voter.calibrator_.coef_, n_views, 0.0, axis=1)
+        voter.calibrator_.n_features_in_ += 1
 
     def verify_rows():
         started = time.perf_counter()
@@ -89,7 +102,7 @@ def main():
     size = (weights_path(args.model) if args.model in sigest.list_pretrained() else Path(args.model)).stat().st_size
     print(f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, preprocessing jobs {args.jobs}, "
           f"input {preprocess.size[0]}x{preprocess.size[1]}, {args.n} questioned vs 5 cached references, "
-          f"{args.voting} voting{', rows of paths' if args.rows else ''}{' as a pool' if args.pool_rows else ''}"
+          f"{args.voting} voting{' with the local view' if args.with_local else ''}{', rows of paths' if args.rows else ''}{' as a pool' if args.pool_rows else ''}"
           f"{', network in ' + args.autocast if args.autocast else ''}")
     print(f"{args.n / total_s:.1f} questioned/s end to end (median of {args.repeats}); preprocessing {100 * pre_s / total_s:.0f} % "
           f"of the time ({args.n / pre_s:.1f} images/s alone); model file {size / 1e6:.2f} MB")

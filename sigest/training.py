@@ -341,8 +341,8 @@ def _with_voter_threshold(voter, X, labels):
 
 def train_verifier(table, *, images=None, ink=None, preprocessor=None, valid_writers=0.15, size=(150, 220),
                    backbone="resnet_tiny", max_epochs=40, patience=8, lr=3e-3, writers_per_batch=32,
-                   samples_per_writer=8, whitening="auto", progress=True, random_state=0, init=None,
-                   **embedder_params):
+                   samples_per_writer=8, whitening="auto", voter_views=VOTER_VIEWS, progress=True, random_state=0,
+                   init=None, **embedder_params):
     """Train the full verifier writer-independently and choose its threshold on validation writers.
 
     1. Hold out ``valid_writers`` of ``table``; train the embedder on the others, keeping the epoch
@@ -389,6 +389,9 @@ def train_verifier(table, *, images=None, ink=None, preprocessor=None, valid_wri
         starting model's whitening is kept: a few writers estimate it badly (fine-tuning
         sigest-base on 4 writers, then refitting it, raised the EER of 12 other unseen writers
         from 16.6 % unwhitened to 20.5 %; keeping the start's gave 16.2 %).
+    voter_views : tuple of str, default=("penultimate", "strips", "texture")
+        The voter's ``extra_views`` (:class:`VotingVerifier`); add ``"local"`` for the local view,
+        more accurate on CEDAR and Bengali and slower (README, "Where the strokes are").
     progress : bool, default=True
     random_state : int, default=0
         A workflow is reproducible by default; the estimators themselves default to None, as in
@@ -446,7 +449,7 @@ def train_verifier(table, *, images=None, ink=None, preprocessor=None, valid_wri
     k = _voter_references(valid, 5)
     if k >= 2:
         pipeline.reference_voter_ = fit_reference_voter(verifier, valid, images, ink=ink, k=k,
-                                                        random_state=random_state)
+                                                        extra_views=tuple(voter_views), random_state=random_state)
     else:
         warnings.warn("no validation writer has 3 genuine signatures and a skilled forgery: the distance-ratio "
                       "voter (pipeline.reference_voter_) is left out", stacklevel=2)

@@ -681,7 +681,7 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         with ``benchmarks/scoring.py`` (3 writer folds x 5 reference draws, k=5, EER Bengali /
         CEDAR / Dutch): see the README's table. It assumes references and questioned signatures
         were scanned alike (same resolution).
-    extra_views : tuple of {"penultimate", "strips", "texture"}, default=("penultimate", "strips", "texture")
+    extra_views : tuple of {"penultimate", "strips", "texture", "local"}, default=("penultimate", "strips", "texture")
         With ``voting="normalized"``: more views of the same images beside the embedding
         (:meth:`sigest.nn.SiameseResNet.views`, needs an estimator with ``embed_views``), each giving
         its own log distance ratio as one more input of the calibration (the strips' log ratios
@@ -691,6 +691,11 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         see the README's table; the texture view (model format 3 on) measured on 22 networks of the
         11-fold protocol (-0.2 / -0.0 / -0.5 points) and on the three cross-data-set runs (-1.3 /
         -0.7 / -1.4). ``()`` scores by the embedding alone, as model files of format 1 do.
+        ``"local"`` (model format 4 on) compares the second stage's map position by position, each
+        position matched to its best counterpart within ``LOCAL_REACH`` (4 rows, 6 columns of the
+        19 x 28 grid) by :func:`sigest.nn.local_match_distance`, the ratio taken over the references'
+        own mutual distances; pairs of images that rows share are compared once. It is not in the
+        default because it costs speed: see the README ("Where the strokes are").
     C : float, default=100.0
         Inverse L2 regularisation of the calibration (``voting="normalized"``). It fits 1 to 3
         weights on hundreds of rows, and the ink differences are small numbers (about 0.1) that

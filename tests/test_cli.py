@@ -70,6 +70,21 @@ def test_ink_jitter_option_trains_with_the_augmentation(trained, tmp_path):
     assert isinstance(augment, InkJitter) and augment.factor == (0.7, 1.1)
 
 
+def test_local_view_option_makes_the_voter_compare_the_local_view(trained, tmp_path):
+    root, default_path = trained
+    assert "local" not in sigest.load(default_path).reference_voter_.extra_views
+    status = main(["train", str(root / "data"), "--out", str(tmp_path / "m.safetensors"), "--epochs", "1",
+                   "--size", "32", "64", "--test-writers", "w005", "w006", "--local-view", "--quiet"])
+    assert status == 0
+    model = sigest.load(tmp_path / "m.safetensors")
+    assert model.reference_voter_.extra_views == ("penultimate", "strips", "texture", "local")
+    assert model[-1].embedder_.module_.local_mean.abs().sum() > 0  # centred by the training writers' whitening
+    table = load_signatures(root / "data")
+    genuine = table[table["genuine"] & (table["writer"] == "w005")]["path"].tolist()
+    rows = model[0].set_params(pool_rows=True).transform(np.array([[genuine[0], *genuine[1:4]]], dtype=object))
+    assert 0 <= model.reference_voter_.predict_proba(rows)[0, 1] <= 1
+
+
 def test_evaluate_writes_report(trained, capsys):
     root, model = trained
     status = main(["evaluate", str(model), str(root / "data"), "--writers", "w005", "w006",
