@@ -10,7 +10,7 @@ more views of every image are read off the same forward pass, with no training:
   through the embedding's own projection and normalised: 4 local embeddings per image;
 - ``texture``: each channel's standard deviation over the positions of the second stage's map (C2 values);
 - ``local``: the same map's positions as a grid of local descriptors, compared by
-  :func:`sigest.nn.local_match_distance` (the voter only).
+  :func:`sigest.nn.local_match_distance`.
 
 All are :meth:`sigest.nn.SiameseResNet.views`, whitened as the library whitens them
 (:func:`sigest.training.fit_whitening`, shrinkage 0.1, fitted on the training writers' genuine
@@ -40,7 +40,7 @@ from sklearn.linear_model import LogisticRegression
 from sigest.cache import cache_images, load_cache
 from sigest.metrics import equal_error_rate, within_writer_pairs
 from sigest.embedder import SiameseEmbedder
-from sigest.nn import SiameseResNet
+from sigest.nn import SiameseResNet, local_match_distance
 from sigest.training import fit_pair_head, fit_whitening
 from sigest.verification import VotingVerifier, _local_distance_ratio, ink_difference, take_rows
 
@@ -55,7 +55,8 @@ FEATURE_SETS = {
     "global + strips + stage3 + texture + local": ["global", "strips", "stage3", "texture", "local"],
     "local": ["local"],
 }
-PAIR_SETS = {"global": ["global"], "global + stage3": ["global", "stage3"], "global + texture": ["global", "texture"]}
+PAIR_SETS = {"global": ["global"], "global + stage3": ["global", "stage3"], "global + texture": ["global", "texture"],
+             "global + texture + local": ["global", "texture", "local"]}
 STRIPS = SiameseResNet.n_strips
 
 
@@ -114,6 +115,16 @@ def k_reference_results(E, base, k, draw):
     return out
 
 
+def pair_distance(E, name, a, b, chunk=256):
+    """Each pair's distance in one view: (n_pairs,) for the images a[i], b[i]; the local view's by
+    :func:`sigest.nn.local_match_distance`, the others' Euclidean."""
+    if name != "local":
+        return np.linalg.norm(E[name][a] - E[name][b], axis=1)
+    return np.concatenate([local_match_distance(torch.as_tensor(E["local"][a[i:i + chunk]]),
+                                                torch.as_tensor(E["local"][b[i:i + chunk]])).numpy()
+                           for i in range(0, len(a), chunk)])
+
+
 def pair_results(E, base):
     """Single pairs: logistic on minus each view's distance and the ink differences (validation writers' pairs);
     the rows of ``pair_head_results`` are added by the caller."""
@@ -126,7 +137,7 @@ def pair_results(E, base):
     out = []
     for set_name, views in PAIR_SETS.items():
         def features(a, b, views=views):
-            distances = [view_columns(v, lambda n: -np.linalg.norm(E[n][a] - E[n][b], axis=1)) for v in views]
+            distances = [view_columns(v, lambda n: -pair_distance(E, n, a, b)) for v in views]
             return np.column_stack(distances + [ink_difference(np.stack([base["ink"][a], base["ink"][b]], axis=1))])
 
         model = LogisticRegression(C=VotingVerifier(None).C, max_iter=1000).fit(features(va, vb), vy)
