@@ -697,9 +697,9 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         own mutual distances; pairs of images that rows share are compared once. It is not in the
         default because it costs speed: see the README ("Where the strokes are").
     C : float, default=100.0
-        Inverse L2 regularisation of the calibration (``voting="normalized"``). It fits 1 to 3
-        weights on hundreds of rows, and the ink differences are small numbers (about 0.1) that
-        need large weights: scikit-learn's default ``C=1`` shrank them. Measured with
+        Inverse L2 regularisation of the calibration (``voting="normalized"``). It fits one weight
+        per view and two for the ink on hundreds of rows, and the ink differences are small numbers
+        (about 0.1) that need large weights: scikit-learn's default ``C=1`` shrank them. Measured with
         ``benchmarks/scoring.py`` (k=5 with ink, 6 writer-fold runs x 5 reference draws, EER
         Bengali / CEDAR / Dutch): ``C=1`` 5.6 / 9.2 / 9.8 %, ``C=100`` 4.7 / 8.5 / 8.9 %; on a data
         set left out of training 14.6 / 12.1 / 10.4 % against 6.9 / 11.6 / 8.8 %. In a sweep over
