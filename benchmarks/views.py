@@ -40,9 +40,9 @@ from sklearn.linear_model import LogisticRegression
 from sigest.cache import cache_images, load_cache
 from sigest.metrics import equal_error_rate, within_writer_pairs
 from sigest.embedder import SiameseEmbedder
-from sigest.nn import SiameseResNet, local_match_distance
+from sigest.nn import SiameseResNet
 from sigest.training import fit_pair_head, fit_whitening
-from sigest.verification import VotingVerifier, _local_distance_ratio, ink_difference, take_rows
+from sigest.verification import VotingVerifier, _local_distance_ratio, ink_difference, local_pair_distances, take_rows
 
 from scoring import accuracy, score_role  # benchmarks/scoring.py, beside this script
 
@@ -115,14 +115,12 @@ def k_reference_results(E, base, k, draw):
     return out
 
 
-def pair_distance(E, name, a, b, chunk=256):
+def pair_distance(E, name, a, b):
     """Each pair's distance in one view: (n_pairs,) for the images a[i], b[i]; the local view's by
-    :func:`sigest.nn.local_match_distance`, the others' Euclidean."""
-    if name != "local":
-        return np.linalg.norm(E[name][a] - E[name][b], axis=1)
-    return np.concatenate([local_match_distance(torch.as_tensor(E["local"][a[i:i + chunk]]),
-                                                torch.as_tensor(E["local"][b[i:i + chunk]])).numpy()
-                           for i in range(0, len(a), chunk)])
+    :func:`sigest.verification.local_pair_distances`, the others' Euclidean."""
+    if name == "local":
+        return local_pair_distances(E["local"], a, b)
+    return np.linalg.norm(E[name][a] - E[name][b], axis=1)
 
 
 def pair_results(E, base):

@@ -79,12 +79,13 @@ def _read_data(sources, size=None):
 
 def _train(args, table, cached=None):
     from .training import train_verifier
+    from .verification import VOTER_VIEWS
 
     init = _load_model(args.init) if getattr(args, "init", None) else None
     return train_verifier(table, **(cached or {}), init=init, valid_writers=args.valid_size,
                           size=tuple(args.size or DEFAULT_SIZE), backbone=args.backbone, max_epochs=args.epochs,
                           whitening=args.whitening, device=args.device, autocast=args.autocast,
-                          voter_views=("penultimate", "strips", "texture", *(("local",) if args.local_view else ())),
+                          voter_views=(*VOTER_VIEWS, "local") if args.local_view else VOTER_VIEWS,
                           augment=_augmentation(args), random_state=args.seed, progress=not args.quiet, lr=args.lr)
 
 
@@ -291,7 +292,7 @@ def _training_options(parser, epochs):
                              "(default: off)")
     parser.add_argument("--local-view", action="store_true",
                         help="the reference voter also compares the local view (the strokes position by position, "
-                             "sigest.nn.local_match_distance): lower EER on CEDAR and Bengali, several times slower "
+                             "sigest.nn.local_match_distance): lower EER on CEDAR and Bengali, about 1.5x slower "
                              "verification with references (default: off)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -368,24 +368,26 @@ class SiameseEmbedder(NeuralNet):
             return embeddings.reshape(n, k, embeddings.shape[-1])
         return self._infer(X, lambda module, batch: {"embedding": module(batch)})["embedding"]
 
-    def transform_views(self, X):
+    def transform_views(self, X, raw_local=False):
         """Every view of :meth:`sigest.nn.SiameseResNet.views`, batch by batch, without gradients.
 
         Parameters
         ----------
         X : array-like of shape (n, 1, H, W), float32
+        raw_local : bool, default=False
+            The local view as the map's raw descriptors (``SiameseResNet.views``'s ``raw_local``).
 
         Returns
         -------
         views : dict of ndarray, float32
             ``"embedding"`` (n, embedding_dim), equal to :meth:`transform`'s; ``"penultimate"``
-            (n, C_penultimate); ``"strips"`` (n, n_strips, embedding_dim); ``"texture"`` (n, C_texture).
-            Unit-norm rows.
+            (n, C_penultimate); ``"strips"`` (n, n_strips, embedding_dim); ``"texture"`` (n, C_texture):
+            unit-norm rows; ``"local"`` (n, H', W', C_texture), a grid of weighted unit descriptors.
         """
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 4:
             raise ValueError(f"expected images (n, 1, H, W), got shape {X.shape}")
-        return self._infer(X, lambda module, batch: module.views(batch))
+        return self._infer(X, lambda module, batch: module.views(batch, raw_local=raw_local))
 
     def _inference_module(self):
         """``module_.for_inference()`` (batch norms folded), kept until a weight or buffer of ``module_`` changes.

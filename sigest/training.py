@@ -209,10 +209,9 @@ def fit_whitening(embedder, images, writers, *, rows=None, shrinkage=0.1):
     writers = np.asarray(writers)[rows]
     views, local_sum, positions = [], 0.0, 0  # a few hundred images at a time, not every chosen image at once
     for chunk in np.array_split(rows, max(1, -(-len(rows) // _WHITENING_CHUNK))):
-        part = embedder.transform_views(images[chunk])
-        del part["local"]
+        part = embedder.transform_views(images[chunk], raw_local=True)
+        raw = part.pop("local")
         views.append(part)
-        raw = embedder._infer(images[chunk], lambda net, batch: {"local": net.local_descriptors(batch)})["local"]
         local_sum, positions = local_sum + raw.sum((0, 1, 2), dtype=np.float64), positions + np.prod(raw.shape[:3])
     views = {name: torch.as_tensor(np.concatenate([part[name] for part in views])) for name in views[0]}
     codes = torch.as_tensor(pd.factorize(writers)[0])

@@ -142,7 +142,7 @@ def test_the_local_view_is_the_texture_stage_as_weighted_unit_descriptors_centre
     torch.manual_seed(0)
     net = SiameseResNet("resnet_tiny", embedding_dim=4).eval()
     x = torch.rand(3, 1, 40, 60)
-    raw = net.local_descriptors(x)
+    raw = net.views(x, raw_local=True)["local"]
     c = net.backbone.stage_channels[net.texture_stage - 1]
     assert raw.shape == (3, 5, 8, c)  # stage 2 of resnet_tiny: an eighth of the image, positions last
     local = net.views(x)["local"]

@@ -130,7 +130,7 @@ def test_fit_whitening_whitens_every_later_embedding_and_fine_tuning_starts_unwh
         torch.as_tensor(raw_views["strips"][:, 2]) @ S, dim=1), rtol=1e-4, atol=1e-5)  # each strip its own map
     np.testing.assert_allclose(views["embedding"], expected, rtol=1e-4, atol=1e-5)
     with torch.no_grad():  # the local view's centre: the mean descriptor over the images' positions
-        raw = net.module_.eval().local_descriptors(torch.as_tensor(images[genuine]))
+        raw = net.module_.eval().views(torch.as_tensor(images[genuine]), raw_local=True)["local"]
     torch.testing.assert_close(net.module_.local_mean, raw.mean((0, 1, 2)), rtol=1e-4, atol=1e-5)
     maps = [t.clone() for t in (net.module_.whitening, net.module_.penultimate_whitening, net.module_.strip_whitening,
                                 net.module_.local_mean)]

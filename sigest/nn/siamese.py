@@ -121,10 +121,6 @@ class SiameseResNet(nn.Module):
         """Pooled last map (N, C) -> the whitened unit-norm embedding (N, embedding_dim)."""
         return _whitened(self.projection(pooled), self.whitening)
 
-    def local_descriptors(self, x):
-        """Stage ``texture_stage``'s map as a grid of descriptors, before centring: (N, C, H, W) -> (N, H', W', C')."""
-        return _grid(self._feature_maps(x)[self.texture_stage - 1])
-
     @staticmethod
     def _local(descriptors, mean):
         """Raw descriptors (N, H', W', C') -> each position's unit descriptor, centred on ``mean``, times its weight
@@ -133,12 +129,15 @@ class SiameseResNet(nn.Module):
         weight = weight / weight.sum((1, 2), keepdim=True).clamp_min(1e-12)
         return F.normalize(descriptors - mean, dim=3) * weight[..., None]
 
-    def views(self, x):
+    def views(self, x, raw_local=False):
         """Five views of each image from one forward pass (inference: no dropout).
 
         Parameters
         ----------
         x : Tensor of shape (N, C, H, W)
+        raw_local : bool, default=False
+            Give ``"local"`` as the map's descriptors themselves (N, H', W', C_texture), neither
+            centred nor normalised nor weighted: what ``local_mean`` is the mean of.
 
         Returns
         -------
@@ -163,7 +162,8 @@ class SiameseResNet(nn.Module):
             "penultimate": _whitened(penultimate.mean((2, 3)), self.penultimate_whitening),
             "strips": _whitened(self.projection(strips), self.strip_whitening),
             "texture": _whitened(_spread(maps[self.texture_stage - 1]), self.texture_whitening),
-            "local": self._local(_grid(maps[self.texture_stage - 1]), self.local_mean),
+            "local": (_grid(maps[self.texture_stage - 1]) if raw_local
+                      else self._local(_grid(maps[self.texture_stage - 1]), self.local_mean)),
         }
 
     def for_inference(self):
@@ -218,7 +218,8 @@ class SiameseResNet(nn.Module):
         strips : Tensor of shape (n_strips, embedding_dim, embedding_dim) or None
         texture : Tensor of shape (C_texture, C_texture) or None
         local_mean : Tensor of shape (C_texture,) or None
-            The mean of :meth:`local_descriptors` over training images' positions; None: zero.
+            The mean of the raw local descriptors (``views(x, raw_local=True)["local"]``) over training
+            images' positions; None: zero.
 
         Returns
         -------
