@@ -6,8 +6,9 @@
 # RUNS.txt holds one run a line, "NAME recipe.py-arguments", e.g.
 #   tiny_f0_s0 --folds 0 --seeds 0 --size 200 300 --backbone resnet_tiny --lr 3e-3 --epochs 35 --patience 12
 # Every run starts at once on the same GPU (--device ${DEVICE:-cuda}); each stops training after the epoch that
-# passes SECONDS (default 420, recipe.py --time-limit) so that training and scoring end inside one device call
-# of at most 10 minutes. Each writes NAME.pt (recipe.py --save) and NAME.log; then views.py scores every run that
+# passes SECONDS (default 420, recipe.py --time-limit), and scoring is cut after SCORE_SECONDS (default 300), so that
+# training and scoring end inside one device call of at most 10 minutes; trained.tar.gz (logs and recipe.py's CSVs)
+# is written before scoring starts. Each writes NAME.pt (recipe.py --save) and NAME.log; then views.py scores every run that
 # finished, each in its own process at once (k = 5 references with ink, and single pairs, per data set). Into $OUT
 # (a temporary folder when unset): sweep.tar.gz (logs, recipe.py's NAME.csv, views.py's NAME.views.csv, views.txt),
 # views.txt (mean and sd over the runs) and networks_aa.tar, networks_ab.tar, ... (the .pt files under 2 MB, 8 a
@@ -41,8 +42,10 @@ done < "$runs"
 wait
 finished=$(ls "$work"/*.pt 2>/dev/null)
 echo "finished runs: $(echo $finished | wc -w) of $(grep -c . "$runs")"
-for run in $finished; do  # each run scored by its own views.py, all at once
-    OMP_NUM_THREADS=$(( threads > 0 ? threads : 1 )) python3 benchmarks/views.py "$cache" "$run" \
+(cd "$work" && tar czf "$OUT/trained.tar.gz" *.log *.csv)  # recipe.py's figures come back even if scoring is cut
+for run in $finished; do  # each run scored by its own views.py, all at once, cut after SCORE_SECONDS
+    OMP_NUM_THREADS=$(( threads > 0 ? threads : 1 )) timeout "${SCORE_SECONDS:-300}" \
+        python3 benchmarks/views.py "$cache" "$run" \
         --device "${DEVICE:-cuda}" --out "${run%.pt}.views.csv" > "${run%.pt}.views.log" 2>&1 &
 done
 wait

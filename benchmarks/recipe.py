@@ -241,6 +241,7 @@ def run(cache, args, fold, seed):
         augment=augmentation(args), callbacks=callbacks, random_state=seed,
         iterator_train__num_workers=args.workers, iterator_train__pin_memory=torch.cuda.is_available(),
         optimizer__weight_decay=args.weight_decay, device=args.device, autocast=args.autocast,
+        local_weight=args.local_weight, local_margin=args.local_margin,
     )
     seen_writers = set(train["writer"])  # every writer whose images the saved weights were trained on
     if args.init:  # start from a saved run's weights (pre-training or fine-tuning), not from random ones
@@ -329,6 +330,9 @@ def main():
     parser.add_argument("--smooth", action="store_true", help="soft-margin triplet loss (softplus, not hinge)")
     parser.add_argument("--triplet-distance", choices=["euclidean", "cosine", "log_euclidean"], default="euclidean",
                         help="the triplet loss's distance; log_euclidean: a margin on the ratio d(a, p) / d(a, n)")
+    parser.add_argument("--local-weight", type=float, default=0.0,
+                        help="weight of LocalMatchTripletLoss on the local descriptors (SiameseEmbedder local_weight)")
+    parser.add_argument("--local-margin", type=float, default=0.1, help="its margin on the log distance ratio")
     parser.add_argument("--loss", choices=["triplet", "supcon", "proxy_anchor", "arcface"], default="triplet")
     parser.add_argument("--scale", type=float, default=30.0, help="ArcFace's scale of the cosines")
     parser.add_argument("--temperature", type=float, default=0.1, help="supcon's softmax temperature")

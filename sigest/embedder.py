@@ -9,7 +9,7 @@ from skorch.callbacks import EarlyStopping
 from skorch.dataset import Dataset
 from torch.utils.data import Sampler
 
-from .nn import SiameseResNet, TripletLoss, get_loss, identity_labels
+from .nn import LocalMatchTripletLoss, SiameseResNet, TripletLoss, get_loss, identity_labels
 
 __all__ = ["SiameseEmbedder", "WriterBatchSampler", "embedding_targets", "resolve_device"]
 
@@ -137,6 +137,13 @@ class SiameseEmbedder(NeuralNet):
         ``augment(X, generator=...)``.
     train_split : callable or None, default=None
         skorch's split; None trains on everything.
+    local_weight : float, default=0.0
+        Weight of a second loss on the network's local descriptors, added to the criterion's when
+        fitting single images: :class:`sigest.nn.LocalMatchTripletLoss` (``local_margin``), which
+        trains the map the ``"local"`` view of :meth:`sigest.nn.SiameseResNet.views` reads; 0 leaves
+        it out (the forward pass then gives the embeddings alone).
+    local_margin : float, default=0.1
+        That loss's margin on the log of its distance ratio.
     autocast : {None, "bfloat16"}, default=None
         Run the network's forward passes (training, validation and :meth:`transform`) under
         :func:`torch.autocast` in bfloat16 on the embedder's device; embeddings and the loss stay
@@ -183,6 +190,8 @@ class SiameseEmbedder(NeuralNet):
         samples_per_writer=8,
         forgeries_per_writer=None,
         augment=None,
+        local_weight=0.0,
+        local_margin=0.1,
         train_split=None,
         autocast=None,
         device="auto",
@@ -207,6 +216,8 @@ class SiameseEmbedder(NeuralNet):
         self.writers_per_batch = writers_per_batch
         self.samples_per_writer = samples_per_writer
         self.forgeries_per_writer = forgeries_per_writer
+        self.local_weight = local_weight
+        self.local_margin = local_margin
         self.autocast = autocast
         self.random_state = random_state
 
@@ -286,14 +297,19 @@ class SiameseEmbedder(NeuralNet):
         """skorch's forward pass (training and validation), under ``autocast``; the embeddings back in float32."""
         with self._autocast_context():
             out = super().infer(x, **fit_params)
-        return out if self.autocast is None else out.float()
+        if self.autocast is None:
+            return out
+        return tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
 
     def train_step_single(self, batch, **fit_params):
-        """skorch's step, with ``augment`` applied to batches of single images."""
-        if self.augment is not None:
-            Xi, yi = batch
-            if Xi.dim() == 4:
+        """skorch's step, with ``augment`` applied to batches of single images, and their local descriptors
+        asked of the network when ``local_weight`` is set."""
+        Xi, yi = batch
+        if Xi.dim() == 4:
+            if self.augment is not None:
                 batch = (self.augment(Xi.to(self.device), generator=self.augment_generator_), yi)
+            if self.local_weight:
+                fit_params = {**fit_params, "with_local": True}
         return super().train_step_single(batch, **fit_params)
 
     def get_dataset(self, X, y=None):
@@ -328,8 +344,10 @@ class SiameseEmbedder(NeuralNet):
         or ``"arcface"``."""
         if isinstance(self.criterion, str):
             self.criterion_ = get_loss(self.criterion, **self.get_params_for("criterion"))
-            return self
-        return super().initialize_criterion()
+        else:
+            super().initialize_criterion()
+        self.local_criterion_ = LocalMatchTripletLoss(margin=self.local_margin)
+        return self
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         """The criterion in pytorch-metric-learning's convention, ``(embeddings, labels, indices_tuple)``.
@@ -337,8 +355,15 @@ class SiameseEmbedder(NeuralNet):
         Triplets (N, 3, D) become 3N embeddings with their triplets as ``indices_tuple``. Single
         images get :func:`~sigest.nn.identity_labels` (a class per writer and per writer's
         forgeries, offset by the training set's writer count) and, where the criterion mines
-        (``mine``), the triplets mined in the batch with genuine anchors only.
+        (``mine``), the triplets mined in the batch with genuine anchors only. Given the local
+        descriptors too (``y_pred`` a tuple, in training with ``local_weight``), ``local_weight``
+        times :class:`~sigest.nn.LocalMatchTripletLoss` on them is added.
         """
+        if isinstance(y_pred, tuple):
+            y_pred, descriptors = y_pred
+            loss = self.get_loss(y_pred, y_true, X=X, training=training)
+            y_true = y_true.to(y_pred.device)
+            return loss + self.local_weight * self.local_criterion_(descriptors, y_true[:, 0], y_true[:, 1].bool())
         if y_pred.dim() == 3:
             base = torch.arange(len(y_pred), device=y_pred.device) * 3
             return self.criterion_(y_pred.flatten(0, 1), None, (base, base + 1, base + 2))

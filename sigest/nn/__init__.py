@@ -4,8 +4,8 @@ registries."""
 from .attention import SpatialAttention
 from .augment import InkJitter, SignatureAugment
 from .backbones import Backbone, fold_batch_norms, resnet_tiny
-from .losses import ArcFaceLoss, ProxyAnchorLoss, SupConLoss, TripletLoss, identity_labels
-from .matching import local_match_distance
+from .losses import ArcFaceLoss, LocalMatchTripletLoss, ProxyAnchorLoss, SupConLoss, TripletLoss, identity_labels
+from .matching import local_match_distance, weighted_local_descriptors
 from .registry import (
     get_attention,
     get_backbone,
@@ -24,6 +24,7 @@ __all__ = [
     "ArcFaceLoss",
     "Backbone",
     "InkJitter",
+    "LocalMatchTripletLoss",
     "ProxyAnchorLoss",
     "SupConLoss",
     "SiameseResNet",
@@ -43,5 +44,6 @@ __all__ = [
     "register_backbone",
     "register_loss",
     "resnet_tiny",
+    "weighted_local_descriptors",
     "within_writer_whitening",
 ]

@@ -1,14 +1,17 @@
 """Metric-learning losses in pytorch-metric-learning's convention: triplet, supervised contrastive, and the
 writer-class losses Proxy-Anchor and ArcFace."""
 
+from collections import defaultdict
+
 import torch
 from pytorch_metric_learning import distances, losses, miners, reducers
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import nn
 
+from .matching import local_match_distance, weighted_local_descriptors
 from .registry import register_loss
 
-__all__ = ["TripletLoss", "SupConLoss", "ProxyAnchorLoss", "ArcFaceLoss", "identity_labels"]
+__all__ = ["TripletLoss", "SupConLoss", "ProxyAnchorLoss", "ArcFaceLoss", "LocalMatchTripletLoss", "identity_labels"]
 
 
 def identity_labels(writers, genuine, offset=None):
@@ -234,3 +237,79 @@ class ArcFaceLoss(_WriterClassLoss):
 
     def __init__(self, num_writers, embedding_dim=128, margin=28.6, scale=30):
         super().__init__(num_writers, losses.ArcFaceLoss(2 * num_writers, embedding_dim, margin=margin, scale=scale))
+
+
+class LocalMatchTripletLoss(nn.Module):
+    """A batch-hard triplet loss on :func:`~sigest.nn.local_match_distance`, within each writer's images.
+
+    For up to ``anchors_per_writer`` genuine signatures of each writer of the batch that also has
+    another genuine signature and a skilled forgery there, the local match distance to each of the
+    writer's other images; the loss is ``mean(relu(log(d(a, p) / d(a, n)) + margin))`` with the
+    farthest genuine ``p`` and the nearest forgery ``n``: a margin on the ratio of the two, as the
+    voter compares the questioned signature's distance with the references' own. It trains the
+    map the ``"local"`` view reads (:meth:`sigest.nn.SiameseResNet.views`) to tell a writer's
+    strokes from a skilled imitation's, place by place. The descriptors are centred on the batch's
+    mean descriptor (the ``local_mean`` of training images, estimated by the batch, without gradient)
+    and weighted by :func:`~sigest.nn.weighted_local_descriptors`.
+
+    Parameters
+    ----------
+    margin : float, default=0.1
+        Margin on the log of the distance ratio (0.1: the nearest forgery at least 1.105 times
+        farther than the farthest genuine signature).
+    anchors_per_writer : int, default=2
+        Genuine anchors of each writer (the first in the batch's order); each costs one match of
+        the writer's other images.
+    reach : (int, int), default=(4, 6)
+        ``local_match_distance``'s largest offset of a match.
+    chunk : int, default=64
+        Pairs matched at a time (memory: chunk x (H' W')^2 floats, kept for the backward pass).
+
+    Shape
+    -----
+    - ``forward(descriptors, writers, genuine)``: raw descriptors (N, H', W', C) (``SiameseResNet(x,
+      with_local=True)``'s second output), writer codes (N,), genuine flags (N,) bool -> scalar
+      (zero, with a gradient, when no writer has an anchor, a positive and a forgery).
+    """
+
+    def __init__(self, margin=0.1, anchors_per_writer=2, reach=(4, 6), chunk=64):
+        super().__init__()
+        self.margin = margin
+        self.anchors_per_writer = anchors_per_writer
+        self.reach = reach
+        self.chunk = chunk
+
+    def _pairs(self, writers, genuine):
+        """(anchor, other image, anchor's slot) index lists: each anchor with every other image of its writer."""
+        images = defaultdict(list)
+        for i, writer in enumerate(writers.tolist()):
+            images[writer].append(i)
+        flags = genuine.tolist()
+        anchors, others, slots = [], [], []
+        for rows in images.values():
+            genuine_rows = [i for i in rows if flags[i]]
+            if len(genuine_rows) < 2 or len(genuine_rows) == len(rows):
+                continue
+            for anchor in genuine_rows[:self.anchors_per_writer]:
+                rest = [i for i in rows if i != anchor]
+                slots += [slots[-1] + 1 if slots else 0] * len(rest)
+                anchors += [anchor] * len(rest)
+                others += rest
+        return anchors, others, slots
+
+    def forward(self, descriptors, writers, genuine):
+        anchors, others, slots = self._pairs(writers, genuine)
+        if not anchors:
+            return descriptors.sum() * 0.0
+        device = descriptors.device
+        local = weighted_local_descriptors(descriptors, descriptors.detach().mean((0, 1, 2)))
+        anchors, others, slots = (torch.tensor(v, device=device) for v in (anchors, others, slots))
+        distance = local_match_distance(local[anchors], local[others], reach=self.reach, chunk=self.chunk).float()
+        positive = genuine[others].bool()
+        n_slots = int(slots.max()) + 1
+        farthest = distance.new_full((n_slots,), -torch.inf).scatter_reduce(0, slots[positive], distance[positive],
+                                                                             "amax")
+        nearest = distance.new_full((n_slots,), torch.inf).scatter_reduce(0, slots[~positive], distance[~positive],
+                                                                          "amin")
+        ratio = torch.log(farthest.clamp_min(1e-6)) - torch.log(nearest.clamp_min(1e-6))
+        return torch.relu(ratio + self.margin).mean()

@@ -3,8 +3,30 @@
 import functools
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["local_match_distance"]
+__all__ = ["local_match_distance", "weighted_local_descriptors"]
+
+
+def weighted_local_descriptors(descriptors, mean):
+    """Raw local descriptors as :func:`local_match_distance` compares them.
+
+    Parameters
+    ----------
+    descriptors : Tensor of shape (N, H, W, C)
+        A feature map's positions (e.g. ``SiameseResNet.views(x, raw_local=True)["local"]``).
+    mean : Tensor of shape (C,)
+        The centre: the mean descriptor of training images' positions.
+
+    Returns
+    -------
+    Tensor of shape (N, H, W, C)
+        Each position's descriptor minus ``mean``, of unit norm, times its weight: the raw
+        descriptor's norm over the sum of the image's norms (the weights of an image sum to 1).
+    """
+    weight = descriptors.norm(dim=3)
+    weight = weight / weight.sum((1, 2), keepdim=True).clamp_min(1e-12)
+    return F.normalize(descriptors - mean, dim=3) * weight[..., None]
 
 
 @functools.lru_cache(maxsize=16)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import fold_batch_norms
+from .matching import weighted_local_descriptors
 from .registry import get_attention, get_backbone
 
 __all__ = ["SiameseResNet"]
@@ -115,19 +116,15 @@ class SiameseResNet(nn.Module):
 
     def embed(self, x):
         """Embed a batch of images: (N, C, H, W) -> (N, embedding_dim), unit norm."""
-        return self._embedding(self.dropout(self.pool(self._feature_maps(x)[-1]).flatten(1)))
+        return self._training_embedding(self._feature_maps(x)[-1])
+
+    def _training_embedding(self, last):
+        """The last stage's map (N, C, H, W) -> the embedding, pooled, through dropout (in training) and the projection."""
+        return self._embedding(self.dropout(self.pool(last).flatten(1)))
 
     def _embedding(self, pooled):
         """Pooled last map (N, C) -> the whitened unit-norm embedding (N, embedding_dim)."""
         return _whitened(self.projection(pooled), self.whitening)
-
-    @staticmethod
-    def _local(descriptors, mean):
-        """Raw descriptors (N, H', W', C') -> each position's unit descriptor, centred on ``mean``, times its weight
-        (the raw descriptor's norm over the image's sum of norms)."""
-        weight = descriptors.norm(dim=3)
-        weight = weight / weight.sum((1, 2), keepdim=True).clamp_min(1e-12)
-        return F.normalize(descriptors - mean, dim=3) * weight[..., None]
 
     def views(self, x, raw_local=False):
         """Five views of each image from one forward pass (inference: no dropout).
@@ -163,7 +160,7 @@ class SiameseResNet(nn.Module):
             "strips": _whitened(self.projection(strips), self.strip_whitening),
             "texture": _whitened(_spread(maps[self.texture_stage - 1]), self.texture_whitening),
             "local": (_grid(maps[self.texture_stage - 1]) if raw_local
-                      else self._local(_grid(maps[self.texture_stage - 1]), self.local_mean)),
+                      else weighted_local_descriptors(_grid(maps[self.texture_stage - 1]), self.local_mean)),
         }
 
     def for_inference(self):
@@ -238,10 +235,28 @@ class SiameseResNet(nn.Module):
         self.local_mean.copy_(value.to(self.local_mean))
         return self
 
-    def forward(self, x):
-        if x.dim() == 5:
+    def forward(self, x, with_local=False):
+        """Embed images, pairs or triplets; with ``with_local``, also the raw local descriptors (training them).
+
+        Parameters
+        ----------
+        x : Tensor of shape (N, C, H, W) or (N, k, C, H, W)
+        with_local : bool, default=False
+            Also return stage ``texture_stage``'s map as a grid (N, H', W', C_texture), float32: the
+            raw descriptors of the ``"local"`` view, with their gradients (images (N, C, H, W) only).
+
+        Returns
+        -------
+        Tensor of shape (N, embedding_dim) or (N, k, embedding_dim), or with ``with_local`` the
+        tuple (embeddings (N, embedding_dim), descriptors (N, H', W', C_texture)).
+        """
+        if x.dim() == 5 and not with_local:
             n, k = x.shape[:2]
             return self.embed(x.flatten(0, 1)).unflatten(0, (n, k))
         if x.dim() != 4:
-            raise ValueError(f"expected (N, C, H, W) or (N, k, C, H, W) input, got shape {tuple(x.shape)}")
-        return self.embed(x)
+            raise ValueError(f"expected (N, C, H, W){'' if with_local else ' or (N, k, C, H, W)'} input, "
+                             f"got shape {tuple(x.shape)}")
+        if not with_local:
+            return self.embed(x)
+        maps = self._feature_maps(x)
+        return self._training_embedding(maps[-1]), _grid(maps[self.texture_stage - 1])
