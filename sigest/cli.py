@@ -86,7 +86,8 @@ def _train(args, table, cached=None):
                           size=tuple(args.size or DEFAULT_SIZE), backbone=args.backbone, max_epochs=args.epochs,
                           whitening=args.whitening, device=args.device, autocast=args.autocast,
                           voter_views=(*VOTER_VIEWS, "local") if args.local_view else VOTER_VIEWS,
-                          augment=_augmentation(args), random_state=args.seed, progress=not args.quiet, lr=args.lr)
+                          augment=_augmentation(args), random_state=args.seed, progress=not args.quiet, lr=args.lr,
+                          local_weight=args.local_weight)
 
 
 def _augmentation(args):
@@ -290,6 +291,10 @@ def _training_options(parser, epochs):
                              "[LOW, HIGH] (sigest.nn.InkJitter), e.g. 0.6 1.2: a verifier that accepts a lighter or "
                              "darker pen than the references', at some accuracy on single-pen benchmarks "
                              "(default: off)")
+    parser.add_argument("--local-weight", type=float, default=1.0,
+                        help="weight of the local triplet loss that trains the strokes' local descriptors beside "
+                             "the triplet loss (sigest.nn.LocalMatchTripletLoss); 0 leaves it out, 1.5x faster "
+                             "training (default %(default)s)")
     parser.add_argument("--local-view", action="store_true",
                         help="the reference voter also compares the local view (the strokes position by position, "
                              "sigest.nn.local_match_distance): lower EER on CEDAR and Bengali, about 1.5x slower "

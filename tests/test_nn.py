@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sigest.nn import (
+    LocalMatchTripletLoss,
     SiameseResNet,
     SpatialAttention,
     SupConLoss,
@@ -20,6 +21,7 @@ from sigest.nn import (
     local_match_distance,
     register_backbone,
     resnet_tiny,
+    weighted_local_descriptors,
     within_writer_whitening,
 )
 from sigest.nn.registry import Registry
@@ -176,6 +178,56 @@ def test_local_match_distance_tolerates_shifts_within_its_reach_only():
     torch.testing.assert_close(local_match_distance(a, b, chunk=3), local_match_distance(a, b))
     with pytest.raises(ValueError, match=r"\(n, H, W, C\)"):
         local_match_distance(a, b[:, :5])
+
+
+def test_forward_with_local_gives_the_embedding_and_the_local_views_raw_descriptors_with_gradients():
+    torch.manual_seed(0)
+    net = SiameseResNet("resnet_tiny", embedding_dim=4).eval()
+    x = torch.rand(3, 1, 40, 60)
+    embedding, descriptors = net(x, with_local=True)
+    torch.testing.assert_close(embedding, net(x))
+    torch.testing.assert_close(descriptors, net.views(x, raw_local=True)["local"])
+    descriptors.sum().backward()
+    assert net.backbone.stages[0][0].conv1.weight.grad is not None
+    with pytest.raises(ValueError, match=r"expected \(N, C, H, W\) input"):
+        net(x[None], with_local=True)
+
+
+def _brute_force_local_triplet(descriptors, writers, genuine, margin, anchors_per_writer):
+    """LocalMatchTripletLoss by its definition, one anchor at a time."""
+    local = weighted_local_descriptors(descriptors, descriptors.mean((0, 1, 2)))
+    terms = []
+    for writer in writers.unique():
+        rows = torch.nonzero(writers == writer).flatten().tolist()
+        real = [i for i in rows if genuine[i]]
+        if len(real) < 2 or len(real) == len(rows):
+            continue
+        for a in real[:anchors_per_writer]:
+            d = {i: local_match_distance(local[a:a + 1], local[i:i + 1]).item() for i in rows if i != a}
+            farthest = max(d[i] for i in real if i != a)
+            nearest = min(d[i] for i in rows if not genuine[i])
+            terms.append(max(0.0, float(torch.log(torch.tensor(farthest / nearest))) + margin))
+    return sum(terms) / len(terms)
+
+
+def test_local_match_triplet_loss_compares_each_anchors_farthest_genuine_with_its_nearest_forgery():
+    torch.manual_seed(0)
+    descriptors = torch.rand(11, 4, 5, 8)
+    writers = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2])  # writer 2 has no forgery here: no anchor
+    genuine = torch.tensor([True, False, True, True, False, True, True, False, True, True, True])
+    loss = LocalMatchTripletLoss(margin=0.3, anchors_per_writer=2, chunk=3)
+    expected = _brute_force_local_triplet(descriptors, writers, genuine, 0.3, 2)
+    assert expected > 0 and loss(descriptors, writers, genuine).item() == pytest.approx(expected, rel=1e-4)
+    one = _brute_force_local_triplet(descriptors, writers, genuine, 0.3, 1)
+    assert LocalMatchTripletLoss(margin=0.3, anchors_per_writer=1)(descriptors, writers, genuine).item() == \
+        pytest.approx(one, rel=1e-4)
+    # forgeries whose strokes are nothing like the writer's: the margin is met, nothing to learn
+    apart = torch.where(genuine[:, None, None, None], descriptors, -descriptors)
+    assert LocalMatchTripletLoss(margin=0.1)(apart, writers, genuine).item() == 0.0
+    x = descriptors.clone().requires_grad_()
+    out = LocalMatchTripletLoss()(x, writers, torch.ones(11, dtype=torch.bool))  # no forgery at all
+    out.backward()
+    assert out.item() == 0.0 and x.grad is not None
 
 
 @pytest.mark.parametrize("backbone", ["resnet_tiny", "resnet50"])  # BasicBlock; Bottleneck

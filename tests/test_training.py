@@ -295,6 +295,36 @@ def test_autocast_computes_in_bfloat16_and_returns_float32(images_and_targets):
         tiny_net(autocast="float16").initialize()
 
 
+def test_local_weight_adds_the_local_triplet_loss_on_the_training_batches_only(images_and_targets):
+    images, writers, genuine = images_and_targets
+    targets = embedding_targets(writers, genuine)
+    net = tiny_net(max_epochs=1, local_weight=0.5, local_margin=0.2).initialize()
+    asked = []
+    net.module_.register_forward_pre_hook(lambda module, args, kwargs: asked.append(kwargs.get("with_local", False)),
+                                          with_kwargs=True)
+    net.partial_fit(images, targets)
+    assert asked and all(asked), "every training batch asks for the local descriptors"
+    assert np.isfinite(net.history[-1, "train_loss"])
+    asked.clear()
+    net.transform(images[:4])
+    assert not any(asked), "inference does not"
+    x, y = torch.from_numpy(images[:24]), torch.from_numpy(targets[:24])
+    net.module_.train()
+    with torch.no_grad():
+        embeddings, descriptors = net.module_(x, with_local=True)
+        combined = net.get_loss((embeddings, descriptors), y, training=True)
+        alone = net.get_loss(embeddings, y, training=True)
+        local = net.local_criterion_(descriptors, y[:, 0], y[:, 1].bool())
+    assert local > 0 and net.local_criterion_.margin == 0.2
+    torch.testing.assert_close(combined, alone + 0.5 * local)
+    asked.clear()
+    plain = tiny_net(max_epochs=1).initialize()  # the default, local_weight=0: the embeddings alone
+    plain.module_.register_forward_pre_hook(lambda module, args, kwargs: asked.append(kwargs.get("with_local", False)),
+                                            with_kwargs=True)
+    plain.partial_fit(images, targets)
+    assert asked and not any(asked)
+
+
 def test_augment_p_sets_the_share_of_distorted_images(images_and_targets):
     x = torch.from_numpy(images_and_targets[0][:40])
     assert torch.equal(SignatureAugment(p=0.0)(x, generator=torch.Generator().manual_seed(0)), x)
