@@ -22,12 +22,13 @@ from sigest.cache import cache_images, cache_preprocessor, load_cache
 from sigest.embedder import SiameseEmbedder
 from sigest.persistence import load, save
 from sigest.training import fit_pair_head, fit_whitening, fit_reference_voter, verifier_pipeline
+from sigest.verification import VOTER_VIEWS
 
 
-def pipeline_from_run(run, cache, whitening=0.1):
+def pipeline_from_run(run, cache, whitening=0.1, voter_views=VOTER_VIEWS):
     """The fitted pipeline of a ``recipe.py --save`` run (a dict of ``torch.load``): the network whitened by its
     training writers' spread (shrinkage ``whitening``, 0 for none), the pair head, its threshold and the voter
-    fitted on its validation writers."""
+    (comparing ``voter_views`` beside the embedding) fitted on its validation writers."""
     settings = run["args"]
     net = SiameseEmbedder(module__backbone=settings["backbone"], module__embedding_dim=settings["dim"],
                           module__attention_stages=tuple(settings["attention"]), device="cpu")
@@ -45,7 +46,8 @@ def pipeline_from_run(run, cache, whitening=0.1):
     verifier = fit_pair_head(net, valid, images, ink=cache.ink, random_state=0)
     preprocessor = cache_preprocessor(cache, n_jobs=None).set_params(measure_ink=cache.ink is not None)
     model = verifier_pipeline(preprocessor, verifier)
-    model.reference_voter_ = fit_reference_voter(verifier, valid, images, ink=cache.ink, random_state=0)
+    model.reference_voter_ = fit_reference_voter(verifier, valid, images, ink=cache.ink, extra_views=voter_views,
+                                                 random_state=0)
     return model
 
 
@@ -68,6 +70,7 @@ def main():
     parser.add_argument("out")
     parser.add_argument("--whitening", type=float, default=0.1, help="its shrinkage; 0 for none (default %(default)s)")
     parser.add_argument("--from-model", action="store_true", help="RUN is a sigest model file: keep its network")
+    parser.add_argument("--local-view", action="store_true", help="the voter also compares the local view")
     args = parser.parse_args()
     if args.from_model:
         run, info = run_from_model(args.run)
@@ -78,11 +81,12 @@ def main():
         info = {"train_writers": run["train_writers"], "valid_writers": run["valid_writers"],
                 "recipe": {k: settings[k] for k in ("backbone", "dim", "attention", "size", "epochs", "patience",
                                                     "lr", "weight_decay", "margin", "mining", "loss", "p",
-                                                    "k_per_writer")},
+                                                    "k_per_writer", "local_weight", "local_margin") if k in settings},
                 "whitening_shrinkage": args.whitening or None,
                 "best_valid_eer": float(min(e["valid_eer"] for e in run["history"])),
                 "epochs_trained": len(run["history"])}
-    model = pipeline_from_run(run, load_cache(args.cache), whitening=args.whitening)
+    model = pipeline_from_run(run, load_cache(args.cache), whitening=args.whitening,
+                              voter_views=(*VOTER_VIEWS, "local") if args.local_view else VOTER_VIEWS)
     save(model, args.out, info=info)
     print(f"threshold {model[-1].threshold:.4f}, voter threshold {model.reference_voter_.threshold:.4f}; "
           f"wrote {args.out}")

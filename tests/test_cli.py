@@ -57,17 +57,19 @@ def test_autocast_option_trains_in_bfloat16_and_the_safe_file_computes_in_float3
     assert status == 0
     model = joblib.load(tmp_path / "m.joblib")
     assert model[-1].embedder_.autocast == "bfloat16"
+    assert model[-1].embedder_.local_weight == 1.0  # the local triplet loss is part of the default recipe
     sigest.save(model, tmp_path / "m.safetensors")
     assert sigest.load(tmp_path / "m.safetensors")[-1].embedder_.autocast is None
 
 
-def test_ink_jitter_option_trains_with_the_augmentation(trained, tmp_path):
+def test_ink_jitter_and_local_weight_options_reach_the_embedder(trained, tmp_path):
     root, _ = trained
     status = main(["train", str(root / "data"), "--out", str(tmp_path / "m.joblib"), "--epochs", "1",
-                   "--size", "32", "64", "--ink-jitter", "0.7", "1.1", "--quiet"])
+                   "--size", "32", "64", "--ink-jitter", "0.7", "1.1", "--local-weight", "0", "--quiet"])
     assert status == 0
-    augment = joblib.load(tmp_path / "m.joblib")[-1].embedder_.augment
-    assert isinstance(augment, InkJitter) and augment.factor == (0.7, 1.1)
+    embedder = joblib.load(tmp_path / "m.joblib")[-1].embedder_
+    assert isinstance(embedder.augment, InkJitter) and embedder.augment.factor == (0.7, 1.1)
+    assert embedder.local_weight == 0.0
 
 
 def test_local_view_option_makes_the_voter_compare_the_local_view(trained, tmp_path):

@@ -180,6 +180,28 @@ def test_local_match_distance_tolerates_shifts_within_its_reach_only():
         local_match_distance(a, b[:, :5])
 
 
+def test_local_match_distance_gradients_are_those_of_its_best_matches():
+    torch.manual_seed(0)
+    a, b = torch.randn(3, 4, 6, 5), torch.randn(3, 4, 6, 5)
+
+    def dense(a, b, reach=(1, 2)):  # the definition: the best match of each position through every similarity
+        rows, columns = torch.meshgrid(torch.arange(4), torch.arange(6), indexing="ij")
+        rows, columns = rows.flatten(), columns.flatten()
+        near = ((rows[:, None] - rows).abs() <= reach[0]) & ((columns[:, None] - columns).abs() <= reach[1])
+        first, second = a.flatten(1, 2), b.flatten(1, 2)
+        similarity = F.normalize(first, dim=2) @ F.normalize(second, dim=2).transpose(1, 2)
+        similarity = similarity.masked_fill(~near, -torch.inf)
+        return 1 - ((similarity.amax(2) * first.norm(dim=2)).sum(1) + (similarity.amax(1) * second.norm(dim=2)).sum(1)) / 2
+
+    x, y = a.clone().requires_grad_(), b.clone().requires_grad_()
+    local_match_distance(x, y, reach=(1, 2)).sum().backward()
+    x_dense, y_dense = a.clone().requires_grad_(), b.clone().requires_grad_()
+    dense(x_dense, y_dense).sum().backward()
+    torch.testing.assert_close(local_match_distance(a, b, reach=(1, 2)), dense(a, b))
+    torch.testing.assert_close(x.grad, x_dense.grad)
+    torch.testing.assert_close(y.grad, y_dense.grad)
+
+
 def test_forward_with_local_gives_the_embedding_and_the_local_views_raw_descriptors_with_gradients():
     torch.manual_seed(0)
     net = SiameseResNet("resnet_tiny", embedding_dim=4).eval()

@@ -263,7 +263,7 @@ class LocalMatchTripletLoss(nn.Module):
     reach : (int, int), default=(4, 6)
         ``local_match_distance``'s largest offset of a match.
     chunk : int, default=64
-        Pairs matched at a time (memory: chunk x (H' W')^2 floats, kept for the backward pass).
+        Pairs matched at a time (memory: chunk x (H' W')^2 floats).
 
     Shape
     -----
