@@ -244,6 +244,8 @@ class SiameseEmbedder(NeuralNet):
         # skorch maps a CUDA-trained net to the CPU when CUDA is absent; "auto" stays "auto".
         requested = state["device"]
         state["device"] = resolve_device(requested)
+        state.setdefault("local_weight", 0.0)  # pickled before the local loss existed: trained without it
+        state.setdefault("local_margin", 0.1)
         super().__setstate__(state)
         self.__dict__["device"] = requested if requested == "auto" else str(self.__dict__["device"])
 

@@ -323,6 +323,11 @@ def test_local_weight_adds_the_local_triplet_loss_on_the_training_batches_only(i
                                             with_kwargs=True)
     plain.partial_fit(images, targets)
     assert asked and not any(asked)
+    state = plain.__getstate__()  # a net pickled before the local loss existed trains on without it
+    del state["local_weight"], state["local_margin"]
+    old = SiameseEmbedder.__new__(SiameseEmbedder)
+    old.__setstate__(state)
+    assert old.local_weight == 0.0 and old.get_params()["local_margin"] == 0.1
 
 
 def test_augment_p_sets_the_share_of_distorted_images(images_and_targets):
