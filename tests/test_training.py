@@ -323,7 +323,7 @@ def test_local_weight_adds_the_local_triplet_loss_on_the_training_batches_only(i
                                             with_kwargs=True)
     plain.partial_fit(images, targets)
     assert asked and not any(asked)
-    state = plain.__getstate__()  # a net pickled before the local loss existed trains on without it
+    state = tiny_net().initialize().__getstate__()  # a net pickled before the local loss existed: trained without it
     del state["local_weight"], state["local_margin"]
     old = SiameseEmbedder.__new__(SiameseEmbedder)
     old.__setstate__(state)
