@@ -304,7 +304,7 @@ class LocalMatchTripletLoss(nn.Module):
         device = descriptors.device
         local = weighted_local_descriptors(descriptors, descriptors.detach().mean((0, 1, 2)))
         anchors, others, slots = (torch.tensor(v, device=device) for v in (anchors, others, slots))
-        distance = local_match_distance(local[anchors], local[others], reach=self.reach, chunk=self.chunk).float()
+        distance = local_match_distance(local[anchors], local[others], reach=self.reach, chunk=self.chunk)
         positive = genuine[others].bool()
         n_slots = int(slots.max()) + 1
         farthest = distance.new_full((n_slots,), -torch.inf).scatter_reduce(0, slots[positive], distance[positive],
