@@ -22,7 +22,7 @@ from sigest.cache import cache_images, cache_preprocessor, load_cache
 from sigest.embedder import SiameseEmbedder
 from sigest.persistence import load, save
 from sigest.training import fit_pair_head, fit_whitening, fit_reference_voter, verifier_pipeline
-from sigest.verification import EXTRA_VIEWS, VOTER_VIEWS
+from sigest.verification import LOCAL_VOTER_VIEWS, VOTER_VIEWS
 
 
 def pipeline_from_run(run, cache, whitening=0.1, voter_views=VOTER_VIEWS):
@@ -86,7 +86,7 @@ def main():
                 "best_valid_eer": float(min(e["valid_eer"] for e in run["history"])),
                 "epochs_trained": len(run["history"])}
     model = pipeline_from_run(run, load_cache(args.cache), whitening=args.whitening,
-                              voter_views=EXTRA_VIEWS if args.local_view else VOTER_VIEWS)
+                              voter_views=LOCAL_VOTER_VIEWS if args.local_view else VOTER_VIEWS)
     save(model, args.out, info=info)
     print(f"threshold {model[-1].threshold:.4f}, voter threshold {model.reference_voter_.threshold:.4f}; "
           f"wrote {args.out}")

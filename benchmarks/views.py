@@ -10,7 +10,8 @@ more views of every image are read off the same forward pass, with no training:
   through the embedding's own projection and normalised: 4 local embeddings per image;
 - ``texture``: each channel's standard deviation over the positions of the second stage's map (C2 values);
 - ``local``: the same map's positions as a grid of local descriptors, compared by
-  :func:`sigest.nn.local_match_distance`.
+  :func:`sigest.nn.local_match_distance`; ``local_set``: the same grids, the questioned image matched in
+  the k references together (:func:`sigest.verification.local_set_distance_ratio`).
 
 All are :meth:`sigest.nn.SiameseResNet.views`, whitened as the library whitens them
 (:func:`sigest.training.fit_whitening`, shrinkage 0.1, fitted on the training writers' genuine
@@ -42,7 +43,8 @@ from sigest.metrics import equal_error_rate, within_writer_pairs
 from sigest.embedder import SiameseEmbedder
 from sigest.nn import SiameseResNet
 from sigest.training import fit_pair_head, fit_whitening
-from sigest.verification import VotingVerifier, _local_distance_ratio, ink_difference, local_pair_distances, take_rows
+from sigest.verification import (VotingVerifier, ink_difference, local_distance_ratio, local_pair_distances,
+                                 local_set_distance_ratio, take_rows)
 
 from scoring import accuracy, score_role  # benchmarks/scoring.py, beside this script
 
@@ -53,7 +55,9 @@ FEATURE_SETS = {
     "global + strips + stage3": ["global", "strips", "stage3"],
     "global + strips + stage3 + texture": ["global", "strips", "stage3", "texture"],
     "global + strips + stage3 + texture + local": ["global", "strips", "stage3", "texture", "local"],
+    "global + strips + stage3 + texture + local_set": ["global", "strips", "stage3", "texture", "local_set"],
     "local": ["local"],
+    "local_set": ["local_set"],
 }
 PAIR_SETS = {"global": ["global"], "global + stage3": ["global", "stage3"], "global + texture": ["global", "texture"],
              "global + texture + local": ["global", "texture", "local"]}
@@ -89,7 +93,8 @@ def reference_rows(E, base, k, draw):
         tables[role] = table.assign(**{f"log_{n}": np.log(-t["ratio"].to_numpy()) for n, t in per_view.items()})
         if "local" in E:  # the same rows' images, compared by local_match_distance as the voter compares them
             position = np.column_stack([table["questioned"], np.stack(table["references"].to_numpy())])
-            tables[role]["log_local"] = np.log(_local_distance_ratio(E["local"], position))
+            tables[role]["log_local"] = np.log(local_distance_ratio(E["local"], position))
+            tables[role]["log_local_set"] = np.log(local_set_distance_ratio(E["local"], position))
     return tables["valid"], tables["test"]
 
 

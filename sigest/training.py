@@ -396,8 +396,9 @@ def train_verifier(table, *, images=None, ink=None, preprocessor=None, valid_wri
         sigest-base on 4 writers, then refitting it, raised the EER of 12 other unseen writers
         from 16.6 % unwhitened to 20.5 %; keeping the start's gave 16.2 %).
     voter_views : tuple of str, default=("penultimate", "strips", "texture")
-        The voter's ``extra_views`` (:class:`VotingVerifier`); add ``"local"`` for the local view,
-        more accurate on CEDAR and Bengali and slower (README, "Where the strokes are").
+        The voter's ``extra_views`` (:class:`VotingVerifier`); add ``"local_set"`` for the local view
+        (``sigest.verification.LOCAL_VOTER_VIEWS``), more accurate and slower (README, "Where the
+        strokes are").
     progress : bool, default=True
     random_state : int, default=0
         A workflow is reproducible by default; the estimators themselves default to None, as in

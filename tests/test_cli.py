@@ -74,12 +74,12 @@ def test_ink_jitter_and_local_weight_options_reach_the_embedder(trained, tmp_pat
 
 def test_local_view_option_makes_the_voter_compare_the_local_view(trained, tmp_path):
     root, default_path = trained
-    assert "local" not in sigest.load(default_path).reference_voter_.extra_views
+    assert not {"local", "local_set"} & set(sigest.load(default_path).reference_voter_.extra_views)
     status = main(["train", str(root / "data"), "--out", str(tmp_path / "m.safetensors"), "--epochs", "1",
                    "--size", "32", "64", "--test-writers", "w005", "w006", "--local-view", "--quiet"])
     assert status == 0
     model = sigest.load(tmp_path / "m.safetensors")
-    assert model.reference_voter_.extra_views == ("penultimate", "strips", "texture", "local")
+    assert model.reference_voter_.extra_views == ("penultimate", "strips", "texture", "local_set")
     assert model[-1].embedder_.module_.local_mean.abs().sum() > 0  # centred by the training writers' whitening
     table = load_signatures(root / "data")
     genuine = table[table["genuine"] & (table["writer"] == "w005")]["path"].tolist()

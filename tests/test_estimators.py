@@ -1,4 +1,5 @@
 import io
+import itertools
 
 import joblib
 import numpy as np
@@ -25,7 +26,7 @@ from sigest import (
 from sigest.datasets import make_pairs, split_writers, writer_groups
 from sigest.nn import local_match_distance
 from sigest.preprocessing import PreprocessImage
-from sigest.verification import ink_difference, pair_features, pairs_to_targets
+from sigest.verification import ink_difference, local_set_distance_ratio, pair_features, pairs_to_targets
 
 SIZE = (32, 64)
 
@@ -335,11 +336,42 @@ def test_normalized_voting_adds_a_log_ratio_per_extra_view(voter_rows):
     only_local = VotingVerifier(FrozenEstimator(clf), voting="normalized", extra_views=("local",)).fit(rows, labels)
     np.testing.assert_allclose(only_local.predict_proba(rows),
                                only_local.calibrator_.predict_proba(inputs[:, [0, 4]]), rtol=1e-4)
+    only_set = VotingVerifier(FrozenEstimator(clf), voting="normalized", extra_views=("local_set",)).fit(rows, labels)
+    set_ratio = local_set_distance_ratio(views["local"], np.arange(32).reshape(8, 4))
+    np.testing.assert_allclose(only_set.predict_proba(rows), only_set.calibrator_.predict_proba(
+        np.column_stack([inputs[:, 0], np.log(set_ratio)])), rtol=1e-4)
     with pytest.raises(ValueError, match="extra_views must name"):
         VotingVerifier(FrozenEstimator(clf), voting="normalized", extra_views=("stage3",)).fit(rows, labels)
     with pytest.raises(ValueError, match="extra_views must name"):  # the pair head compares vectors only
         LogisticSiameseRegression(FrozenEstimator(clf.embedder_), extra_views=("local",)).fit(
             VotingVerifier._as_pairs(rows)[:6], np.array([1, 0] * 3))
+
+
+def test_local_set_distance_ratio_matches_the_questioned_in_the_references_together():
+    grids = np.random.default_rng(0).normal(size=(6, 3, 4, 5)).astype(np.float32)
+    grids /= np.linalg.norm(grids, axis=3).sum(axis=(1, 2))[:, None, None, None]  # each image's weights sum to 1
+    weight = np.linalg.norm(grids, axis=3)
+    unit = grids / weight[..., None]
+
+    def distance(x, others):  # 1 - sum of x's weights times each position's best similarity within (1, 1) in others
+        best = np.full((3, 4), -np.inf)
+        for y in others:
+            for r, c, r2, c2 in itertools.product(range(3), range(4), range(3), range(4)):
+                if abs(r - r2) <= 1 and abs(c - c2) <= 1:
+                    best[r, c] = max(best[r, c], unit[x, r, c] @ unit[y, r2, c2])
+        return 1 - (weight[x] * best).sum()
+
+    def ratio(q, refs):
+        spread_set = np.mean([distance(r, [s for s in refs if s != r]) for r in refs])
+        spread_pairs = np.mean([distance(r, [s]) for r in refs for s in refs if s != r])
+        return (distance(q, refs) + np.mean([distance(r, [q]) for r in refs])) / (spread_set + spread_pairs)
+
+    position = np.array([[0, 1, 2, 3], [4, 1, 2, 3], [5, 3, 0, 2], [1, 1, 2, 3]])  # shared references; q among them
+    expected = [ratio(q, list(refs)) for q, *refs in position]
+    np.testing.assert_allclose(local_set_distance_ratio(grids, position, reach=(1, 1)), expected, rtol=1e-5)
+    np.testing.assert_allclose(local_set_distance_ratio(grids, position, reach=(1, 1), rows_at_a_time=3), expected,
+                               rtol=1e-5)
+    assert local_set_distance_ratio(grids, position[:0]).shape == (0,)
 
 
 def test_a_pair_head_with_extra_views_adds_their_scaled_distance(voter_rows, pair_data):

@@ -18,6 +18,7 @@ from sigest.nn import (
     list_attention,
     list_backbones,
     list_losses,
+    local_best_matches,
     local_match_distance,
     register_backbone,
     resnet_tiny,
@@ -180,18 +181,44 @@ def test_local_match_distance_tolerates_shifts_within_its_reach_only():
         local_match_distance(a, b[:, :5])
 
 
+def _dense_best_matches(a, b, reach):
+    """local_best_matches by its definition: every similarity, each position's masked maximum."""
+    _, height, width, _ = a.shape
+    rows, columns = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    rows, columns = rows.flatten(), columns.flatten()
+    near = ((rows[:, None] - rows).abs() <= reach[0]) & ((columns[:, None] - columns).abs() <= reach[1])
+    similarity = F.normalize(a.flatten(1, 2), dim=2) @ F.normalize(b.flatten(1, 2), dim=2).transpose(1, 2)
+    similarity = similarity.masked_fill(~near, -torch.inf)
+    return similarity.amax(2).reshape(-1, height, width), similarity.amax(1).reshape(-1, height, width)
+
+
+def test_local_best_matches_and_their_gradients_are_those_of_the_dense_definition():
+    torch.manual_seed(0)
+    a, b = torch.randn(3, 4, 6, 5), torch.randn(3, 4, 6, 5)
+    weights = torch.rand(2, 3, 4, 6)
+
+    def weighted(matches):
+        return sum((w * m).sum() for w, m in zip(weights, matches))
+
+    x, y = a.clone().requires_grad_(), b.clone().requires_grad_()
+    weighted(local_best_matches(x, y, reach=(1, 2), chunk=2)).backward()
+    x_dense, y_dense = a.clone().requires_grad_(), b.clone().requires_grad_()
+    weighted(_dense_best_matches(x_dense, y_dense, (1, 2))).backward()
+    for found, expected in zip(local_best_matches(a, b, reach=(1, 2)), _dense_best_matches(a, b, (1, 2))):
+        torch.testing.assert_close(found, expected)
+    torch.testing.assert_close(x.grad, x_dense.grad)
+    torch.testing.assert_close(y.grad, y_dense.grad)
+    a[0, 1, 2] = 0  # a position of weight 0: similarity 0 with everything
+    assert local_best_matches(a, b, reach=(1, 2))[0][0, 1, 2] == 0
+
+
 def test_local_match_distance_gradients_are_those_of_its_best_matches():
     torch.manual_seed(0)
     a, b = torch.randn(3, 4, 6, 5), torch.randn(3, 4, 6, 5)
 
     def dense(a, b, reach=(1, 2)):  # the definition: the best match of each position through every similarity
-        rows, columns = torch.meshgrid(torch.arange(4), torch.arange(6), indexing="ij")
-        rows, columns = rows.flatten(), columns.flatten()
-        near = ((rows[:, None] - rows).abs() <= reach[0]) & ((columns[:, None] - columns).abs() <= reach[1])
-        first, second = a.flatten(1, 2), b.flatten(1, 2)
-        similarity = F.normalize(first, dim=2) @ F.normalize(second, dim=2).transpose(1, 2)
-        similarity = similarity.masked_fill(~near, -torch.inf)
-        return 1 - ((similarity.amax(2) * first.norm(dim=2)).sum(1) + (similarity.amax(1) * second.norm(dim=2)).sum(1)) / 2
+        forward, backward = _dense_best_matches(a, b, reach)
+        return 1 - ((forward * a.norm(dim=3)).sum((1, 2)) + (backward * b.norm(dim=3)).sum((1, 2))) / 2
 
     x, y = a.clone().requires_grad_(), b.clone().requires_grad_()
     local_match_distance(x, y, reach=(1, 2)).sum().backward()

@@ -5,7 +5,7 @@ from .attention import SpatialAttention
 from .augment import InkJitter, SignatureAugment
 from .backbones import Backbone, fold_batch_norms, resnet_tiny
 from .losses import ArcFaceLoss, LocalMatchTripletLoss, ProxyAnchorLoss, SupConLoss, TripletLoss, identity_labels
-from .matching import local_match_distance, weighted_local_descriptors
+from .matching import local_best_matches, local_match_distance, weighted_local_descriptors
 from .registry import (
     get_attention,
     get_backbone,
@@ -39,6 +39,7 @@ __all__ = [
     "list_attention",
     "list_backbones",
     "list_losses",
+    "local_best_matches",
     "local_match_distance",
     "register_attention",
     "register_backbone",

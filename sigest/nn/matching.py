@@ -5,7 +5,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-__all__ = ["local_match_distance", "weighted_local_descriptors"]
+__all__ = ["local_best_matches", "local_match_distance", "weighted_local_descriptors"]
 
 
 def weighted_local_descriptors(descriptors, mean):
@@ -37,14 +37,63 @@ def _neighbours(height, width, reach):
     return ((rows[:, None] - rows[None]).abs() <= reach[0]) & ((columns[:, None] - columns[None]).abs() <= reach[1])
 
 
+def local_best_matches(a, b, reach=(4, 6), chunk=4):
+    """Each position's best similarity in the other grid, within ``reach``: both ways.
+
+    Parameters
+    ----------
+    a, b : Tensor of shape (n, H, W, C)
+        Grids of weighted unit descriptors, as :func:`local_match_distance` takes them. A position
+        of weight 0 (a zero descriptor) has similarity 0 with every position.
+    reach : (int, int), default=(4, 6)
+        Largest offset of a match, in rows and columns of the grid.
+    chunk : int, default=4
+        Pairs compared at a time (memory: chunk x (H W)^2 floats, not kept for a backward pass).
+
+    Returns
+    -------
+    forward : Tensor of shape (n, H, W), float32
+        For each position of ``a``, the cosine similarity of its best match in ``b`` at most
+        ``reach`` away, in [-1, 1].
+    backward : Tensor of shape (n, H, W), float32
+        The same for each position of ``b``, matched in ``a``.
+
+    Both are differentiable: the similarities are searched without gradient and the best matches
+    computed again with it, so the backward pass costs (H W) x C per pair, not (H W)^2.
+    """
+    if a.shape != b.shape or a.dim() != 4:
+        raise ValueError(f"expected two grids of shape (n, H, W, C), got {tuple(a.shape)} and {tuple(b.shape)}")
+    n, height, width, channels = a.shape
+    out_of_reach = torch.where(_neighbours(height, width, (int(reach[0]), int(reach[1]))), 0.0, -3.0).to(a.device)
+    gradients = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
+    forwards, backwards = [], []
+    for start in range(0, n, chunk):  # a few pairs at a time: each similarity matrix stays in the CPU's cache
+        first = _unit(a[start:start + chunk].reshape(-1, height * width, channels).float())
+        second = _unit(b[start:start + chunk].reshape(-1, height * width, channels).float())
+        with torch.no_grad():  # cosine similarity of every position of the first with every one of the second,
+            similarity = torch.baddbmm(out_of_reach.expand(len(first), -1, -1), first,  # -3 beyond reach
+                                       second.transpose(1, 2))
+        if gradients:  # the best matches again, alone: their gradient, without one through every similarity
+            forwards.append((first * _gather_positions(second, similarity.argmax(2))).sum(2))
+            backwards.append((second * _gather_positions(first, similarity.argmax(1))).sum(2))
+        else:
+            forwards.append(similarity.amax(2))
+            backwards.append(similarity.amax(1))
+    if not forwards:
+        return a.new_zeros((0, height, width)), a.new_zeros((0, height, width))
+    return (torch.cat(forwards).reshape(n, height, width).float(),
+            torch.cat(backwards).reshape(n, height, width).float())
+
+
 def local_match_distance(a, b, reach=(4, 6), chunk=4):
     """One minus the best-match similarity of two grids of weighted local descriptors, both ways.
 
     Each position of ``a`` is matched to the most similar position of ``b`` at most ``reach``
-    away (cosine similarity of the descriptors), the matches are averaged with ``a``'s weights,
-    and the same is done from ``b`` to ``a``; the distance is one minus the mean of the two. Two
-    signatures whose strokes look alike in the same places, up to a shift within ``reach``, are
-    near; a global average of the same maps forgets where each stroke feature was.
+    away (cosine similarity of the descriptors, :func:`local_best_matches`), the matches are
+    averaged with ``a``'s weights, and the same is done from ``b`` to ``a``; the distance is one
+    minus the mean of the two. Two signatures whose strokes look alike in the same places, up to a
+    shift within ``reach``, are near; a global average of the same maps forgets where each stroke
+    feature was.
 
     Parameters
     ----------
@@ -63,37 +112,17 @@ def local_match_distance(a, b, reach=(4, 6), chunk=4):
     -------
     distance : Tensor of shape (n,), float32
         In [0, 2]; 0 for two identical grids of unit descriptors. Differentiable (training,
-        :class:`~sigest.nn.LocalMatchTripletLoss`): the similarities are searched without gradient
-        and the best matches computed again with it, so the backward pass costs (H W) x C per pair,
-        not (H W)^2 (measured on a 2-core CPU while another job ran: a batch's local loss, forward
-        and backward, in half the time of a backward through every similarity).
+        :class:`~sigest.nn.LocalMatchTripletLoss`) through the best matches only (measured on a
+        2-core CPU while another job ran: a batch's local loss, forward and backward, in half the
+        time of a backward through every similarity).
     """
-    if a.shape != b.shape or a.dim() != 4:
-        raise ValueError(f"expected two grids of shape (n, H, W, C), got {tuple(a.shape)} and {tuple(b.shape)}")
-    n, height, width, channels = a.shape
-    out_of_reach = torch.where(_neighbours(height, width, (int(reach[0]), int(reach[1]))), 0.0, -3.0).to(a.device)
-    gradients = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
-    out = []
-    for start in range(0, n, chunk):  # a few pairs at a time: each similarity matrix stays in the CPU's cache
-        first = a[start:start + chunk].reshape(-1, height * width, channels).float()
-        second = b[start:start + chunk].reshape(-1, height * width, channels).float()
-        weight_first, weight_second = first.norm(dim=2), second.norm(dim=2)
-        unit_first = first / weight_first.clamp_min(1e-12)[..., None]
-        unit_second = second / weight_second.clamp_min(1e-12)[..., None]
-        with torch.no_grad():  # cosine similarity of every position of the first with every one of the second,
-            similarity = torch.baddbmm(out_of_reach.expand(len(first), -1, -1), unit_first,  # -3 beyond reach
-                                       unit_second.transpose(1, 2))
-        if gradients:  # the best matches again, alone: their gradient, without one through every similarity
-            best_first = _gather_positions(unit_second, similarity.argmax(2))
-            best_second = _gather_positions(unit_first, similarity.argmax(1))
-            forward_match = (unit_first * best_first).sum(2)
-            backward_match = (unit_second * best_second).sum(2)
-        else:
-            forward_match, backward_match = similarity.amax(2), similarity.amax(1)
-        forward = (forward_match * weight_first).sum(1)
-        backward = (backward_match * weight_second).sum(1)
-        out.append(1 - (forward + backward) / 2)
-    return torch.cat(out) if out else torch.zeros(0)
+    forward, backward = local_best_matches(a, b, reach, chunk)
+    return 1 - ((forward * a.float().norm(dim=3)).sum((1, 2)) + (backward * b.float().norm(dim=3)).sum((1, 2))) / 2
+
+
+def _unit(descriptors):
+    """(n, P, C) -> the same of unit norm (zero rows stay zero)."""
+    return descriptors / descriptors.norm(dim=2, keepdim=True).clamp_min(1e-12)
 
 
 def _gather_positions(descriptors, index):
