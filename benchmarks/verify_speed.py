@@ -15,8 +15,9 @@ within the call, embedded once.
 reading each distinct file of the call once; with ``--pool-rows`` that preprocessing returns each
 image once and the rows as positions (``PreprocessImage(pool_rows=True)``) instead of rows of images.
 
-``--with-local`` times the normalized voter comparing the local view too (``"local"`` added to its
-``extra_views`` with a zero weight in its calibration: the cost of the view, not its accuracy).
+``--with-local`` times the normalized voter comparing the local view too, for a model whose voter does not
+(``"local_set"`` added to its ``extra_views`` with a zero weight in its calibration: the cost of the view, not
+its accuracy).
 
 Usage: python benchmarks/verify_speed.py [DATA_FOLDER] [--model sigest-base] [--n 200] [--jobs 2] [--repeats 7]
        [--voting soft|normalized] [--rows [--pool-rows]] [--autocast bfloat16] [--with-local]
@@ -67,7 +68,7 @@ def main():
             parser.error("--with-local times the normalized voter")
         voter = model.reference_voter_
         n_views = 1 + len(voter.extra_views)  # its log ratios come first, then the ink differences
-        voter.extra_views = (*voter.extra_views, "local")
+        voter.extra_views = (*voter.extra_views, "local_set")
         voter.calibrator_.coef_ = np.insert(voter.calibrator_.coef_, n_views, 0.0, axis=1)
         voter.calibrator_.n_features_in_ += 1
 

@@ -28,7 +28,8 @@ what ``sigest train`` ships). Per feature set and test data set: EER on genuine 
 (global threshold), and accuracy at the validation writers' EER threshold beside the test oracle's.
 Means and sd over runs.
 
-Usage: python benchmarks/views.py CACHE.npz RUNS.pt [...] [--draws 5] [--out RUNS.csv] [--device cuda]
+Usage: python benchmarks/views.py CACHE.npz RUNS.pt [...] [--k 5] [--draws 5] [--out RUNS.csv] [--device cuda]
+       [--references-only]
 """
 
 import argparse
@@ -203,6 +204,8 @@ def main():
     parser.add_argument("--draws", type=int, default=5, help="random draws of the references per run")
     parser.add_argument("--out", help="write every run's figures (means over its draws) to this CSV file")
     parser.add_argument("--device", default="cpu", help="where the network embeds the images (cpu, cuda)")
+    parser.add_argument("--references-only", action="store_true",
+                        help="score the k-reference rows only, not single pairs (faster)")
     args = parser.parse_args()
     cache = load_cache(args.cache)
     if cache.ink is None:
@@ -217,7 +220,8 @@ def main():
                                 base["writer"], device=args.device)
         for draw in range(args.draws):
             rows += [{"file": path, **r} for r in k_reference_results(E, base, args.k, draw)]
-        rows += [{"file": path, **r} for r in pair_results(E, base) + pair_head_results(net, images, table, base)]
+        if not args.references_only:
+            rows += [{"file": path, **r} for r in pair_results(E, base) + pair_head_results(net, images, table, base)]
         print(f"{path}: {chosen}", flush=True)
     frame = pd.DataFrame(rows)
     per_run = frame.groupby(["rule", "set", "test", "file"])[["EER", "acc", "acc_oracle"]].mean()

@@ -80,7 +80,8 @@ def local_best_matches(a, b, reach=(4, 6), chunk=4):
             forwards.append(similarity.amax(2))
             backwards.append(similarity.amax(1))
     if not forwards:
-        return a.new_zeros((0, height, width)), a.new_zeros((0, height, width))
+        empty = torch.zeros((0, height, width), device=a.device)
+        return empty, empty
     return (torch.cat(forwards).reshape(n, height, width).float(),
             torch.cat(backwards).reshape(n, height, width).float())
 
