@@ -294,7 +294,7 @@ def _training_options(parser, epochs):
     parser.add_argument("--local-weight", type=float, default=1.0,
                         help="weight of the local triplet loss that trains the strokes' local descriptors beside "
                              "the triplet loss (sigest.nn.LocalMatchTripletLoss); 0 leaves it out: training 1.5x faster "
-                             "on a GPU, 2.5x on a 2-core CPU (default %(default)s)")
+                             "on a GPU, 2.2x on a 2-core CPU (default %(default)s)")
     parser.add_argument("--local-view", action="store_true",
                         help="the reference voter also compares the local view (the strokes position by position, "
                              "matched in the references together: sigest.verification.local_set_distance_ratio): "

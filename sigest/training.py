@@ -387,7 +387,7 @@ def train_verifier(table, *, images=None, ink=None, preprocessor=None, valid_wri
         stage's local descriptors beside the triplet loss (0: the triplet loss alone). Measured on
         11 writer folds x 2 seeds (README, "Training the local view"), it lowered the voter's and the
         pair head's EER on all three data sets (the voter's with the local view on CEDAR from 5.9 to
-        4.6 %), for 1.5 times the training time on a GPU and 2.5 times a batch's on a 2-core CPU.
+        4.6 %), for 1.5 times the training time on a GPU and about 2.2 times a batch's on a 2-core CPU.
     whitening : "auto", float in (0, 1] or None, default="auto"
         The within-writer whitening of the embedding (:func:`fit_whitening`): a float fits it on the
         training writers' genuine signatures with that shrinkage; None keeps the embedding as

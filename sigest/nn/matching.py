@@ -66,24 +66,24 @@ def local_best_matches(a, b, reach=(4, 6), chunk=4):
     n, height, width, channels = a.shape
     out_of_reach = torch.where(_neighbours(height, width, (int(reach[0]), int(reach[1]))), 0.0, -3.0).to(a.device)
     gradients = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
+    if not n:
+        empty = torch.zeros((0, height, width), device=a.device)
+        return empty, empty
+    units = _unit(a.reshape(n, height * width, channels).float()), _unit(b.reshape(n, height * width, channels).float())
     forwards, backwards = [], []
-    for start in range(0, n, chunk):  # a few pairs at a time: each similarity matrix stays in the CPU's cache
-        first = _unit(a[start:start + chunk].reshape(-1, height * width, channels).float())
-        second = _unit(b[start:start + chunk].reshape(-1, height * width, channels).float())
+    # a few pairs at a time, each similarity matrix in the CPU's cache; split, not sliced: one gradient for all
+    for first, second in zip(*(unit.split(chunk) for unit in units)):
         with torch.no_grad():  # cosine similarity of every position of the first with every one of the second,
             similarity = torch.baddbmm(out_of_reach.expand(len(first), -1, -1), first,  # -3 beyond reach
                                        second.transpose(1, 2))
         if gradients:  # the best matches again, alone: their gradient, without one through every similarity
-            forwards.append((first * _gather_positions(second, similarity.argmax(2))).sum(2))
-            backwards.append((second * _gather_positions(first, similarity.argmax(1))).sum(2))
+            # (max's indices: faster than argmax on the CPU, 2x along rows and 3x along columns)
+            forwards.append((first * _gather_positions(second, similarity.max(2).indices)).sum(2))
+            backwards.append((second * _gather_positions(first, similarity.max(1).indices)).sum(2))
         else:
             forwards.append(similarity.amax(2))
             backwards.append(similarity.amax(1))
-    if not forwards:
-        empty = torch.zeros((0, height, width), device=a.device)
-        return empty, empty
-    return (torch.cat(forwards).reshape(n, height, width).float(),
-            torch.cat(backwards).reshape(n, height, width).float())
+    return torch.cat(forwards).reshape(n, height, width), torch.cat(backwards).reshape(n, height, width)
 
 
 def local_match_distance(a, b, reach=(4, 6), chunk=4):
@@ -114,8 +114,8 @@ def local_match_distance(a, b, reach=(4, 6), chunk=4):
     distance : Tensor of shape (n,), float32
         In [0, 2]; 0 for two identical grids of unit descriptors. Differentiable (training,
         :class:`~sigest.nn.LocalMatchTripletLoss`) through the best matches only (measured on a
-        2-core CPU while another job ran: a batch's local loss, forward and backward, in half the
-        time of a backward through every similarity).
+        2-core CPU: a batch's local loss, 704 pairs forward and backward, in 1.6 s, against about
+        twice that for a backward through every similarity).
     """
     forward, backward = local_best_matches(a, b, reach, chunk)
     return 1 - ((forward * a.float().norm(dim=3)).sum((1, 2)) + (backward * b.float().norm(dim=3)).sum((1, 2))) / 2
