@@ -678,6 +678,9 @@ def local_set_distance_ratio(grids, position, reach=LOCAL_REACH, rows_at_a_time=
     -------
     ratio : ndarray of shape (n,)
     """
+    position = np.asarray(position)
+    if position.ndim != 2 or position.shape[1] < 3:
+        raise ValueError(f"position must be rows (questioned, ref_1, ..., ref_k), k >= 2; got shape {position.shape}")
     return np.concatenate([np.zeros(0)] + [_local_set_ratio(grids, position[start:start + rows_at_a_time], reach)
                                            for start in range(0, len(position), rows_at_a_time)])
 
@@ -692,8 +695,10 @@ def _local_set_ratio(grids, position, reach):
                                np.column_stack([refs.ravel(), np.repeat(questioned, k)]),  # each reference in q
                                np.column_stack([refs[:, first].ravel(), refs[:, second].ravel()])])
     distinct, inverse = np.unique(np.sort(oriented, axis=1), axis=0, return_inverse=True)
-    forward, backward = _in_chunks(lambda a, b: tuple(m.flatten(1).numpy() for m in local_best_matches(a, b, reach)),
-                                   grids, distinct[:, 0], distinct[:, 1])
+    def matches(a, b):  # each position's best similarity, both ways: (pairs, H W) each
+        return tuple(best.flatten(1).numpy() for best in local_best_matches(a, b, reach))
+
+    forward, backward = _in_chunks(matches, grids, distinct[:, 0], distinct[:, 1])
     inverse = inverse.ravel()
     best = np.where((oriented[:, 0] <= oriented[:, 1])[:, None], forward[inverse], backward[inverse])  # (pairs, P)
     weight = np.linalg.norm(grids.reshape(len(grids), -1, grids.shape[-1]), axis=2)  # (p, P)
@@ -783,7 +788,7 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         own mutual distances (:func:`local_distance_ratio`); pairs of images that rows share are
         compared once. ``"local_set"`` compares the same grids with the references taken together
         (:func:`local_set_distance_ratio`: each position of the questioned signature matched in any
-        reference; lower EER than ``"local"`` at the same cost, measured there); ``sigest train
+        reference; model format 5 on; lower EER than ``"local"`` at the same cost, measured there); ``sigest train
         --local-view`` and ``sigest-base`` use it. Neither is in the default because they cost speed:
         see the README ("Where the strokes are").
     C : float, default=100.0

@@ -372,6 +372,8 @@ def test_local_set_distance_ratio_matches_the_questioned_in_the_references_toget
     np.testing.assert_allclose(local_set_distance_ratio(grids, position, reach=(1, 1), rows_at_a_time=3), expected,
                                rtol=1e-5)
     assert local_set_distance_ratio(grids, position[:0]).shape == (0,)
+    with pytest.raises(ValueError, match="k >= 2"):
+        local_set_distance_ratio(grids, position[:, :2])
 
 
 def test_a_pair_head_with_extra_views_adds_their_scaled_distance(voter_rows, pair_data):

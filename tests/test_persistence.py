@@ -161,7 +161,7 @@ def test_format_1_files_load_and_their_voter_scores_by_the_embedding_alone(fitte
     finally:
         voter = model.__dict__.pop("reference_voter_")  # the shared fixture stays as it was
     document = read_metadata(path)
-    assert document["format_version"] == FORMAT_VERSION == 4
+    assert document["format_version"] == FORMAT_VERSION == 5
     document["format_version"] = 1  # as sigest wrote it before the views: no view whitening, no extra views
     del document["reference_voter"]["extra_views"], document["head"]["extra_views"], document["head"]["view_scaling"]
     views = ("penultimate_whitening", "strip_whitening", "texture_whitening", "local_mean")
