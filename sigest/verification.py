@@ -701,15 +701,16 @@ def _local_set_ratio(grids, position, reach):
     forward, backward = _in_chunks(matches, grids, distinct[:, 0], distinct[:, 1])
     inverse = inverse.ravel()
     best = np.where((oriented[:, 0] <= oriented[:, 1])[:, None], forward[inverse], backward[inverse])  # (pairs, P)
-    weight = np.linalg.norm(grids.reshape(len(grids), -1, grids.shape[-1]), axis=2)  # (p, P)
+    used, slot = np.unique(position, return_inverse=True)  # the positions' weights of these rows' images only
+    weight = np.linalg.norm(grids[used].reshape(len(used), -1, grids.shape[-1]), axis=2)[slot.reshape(n, m)]
+    q_weight, ref_weight = weight[:, 0], weight[:, 1:]  # (n, P), (n, k, P)
     q_in_refs, refs_in_q, ref_in_ref = np.split(best, [n * k, 2 * n * k])
     q_in_refs = q_in_refs.reshape(n, k, -1).max(axis=1)
-    refs_in_q = 1 - (refs_in_q * weight[oriented[n * k:2 * n * k, 0]]).sum(axis=1).reshape(n, k).mean(axis=1)
+    refs_in_q = 1 - (refs_in_q.reshape(n, k, -1) * ref_weight).sum(axis=2).mean(axis=1)
     ref_in_ref = ref_in_ref.reshape(n, k, k - 1, -1)  # row, reference, other reference (first, second: row-major)
-    ref_weight = weight[refs]  # (n, k, P)
     ref_in_others = 1 - (ref_in_ref.max(axis=2) * ref_weight).sum(axis=2).mean(axis=1)
     ref_in_each = 1 - (ref_in_ref * ref_weight[:, :, None]).sum(axis=3).mean(axis=(1, 2))
-    numerator = (1 - (q_in_refs * weight[questioned]).sum(axis=1)) + refs_in_q
+    numerator = (1 - (q_in_refs * q_weight).sum(axis=1)) + refs_in_q
     return numerator / np.maximum(ref_in_others + ref_in_each, 1e-6)
 
 
