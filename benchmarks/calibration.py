@@ -26,7 +26,6 @@ from sigest.cache import cache_images, load_cache
 from sigest.datasets import make_reference_sets
 from sigest.metrics import equal_error_rate, within_writer_pairs
 from sigest.training import calibrate
-from sigest.verification import take_rows
 
 from export_pretrained import pipeline_from_run  # benchmarks/export_pretrained.py, beside this script
 
@@ -69,8 +68,8 @@ def main():
         row_genuine = sets["label"].to_numpy() == 1
         first, second, pair_label = within_writer_pairs(test["writer"].to_numpy(), test["genuine"].to_numpy())
         at = test["_row"].to_numpy()
-        pairs = take_rows(model[-1].head_views(images[at]), np.stack([first, second], axis=1))  # (n_pairs, 2, ...)
-        pair_scores = model[-1].proba_from_embeddings(pairs, ink=ink[at][np.stack([first, second], axis=1)])
+        pair_at = np.stack([first, second], axis=1)
+        pair_scores = model[-1].proba_at(model[-1].head_views(images[at]), pair_at, ink=ink[at][pair_at])
         pair_writer = test["writer"].to_numpy()[first]  # pair scores serve every variant (pair weights are kept)
         before = voter_scores(model.reference_voter_, images, ink, rows)
         rng = np.random.RandomState(0)

@@ -22,13 +22,14 @@ from sigest.cache import cache_images, cache_preprocessor, load_cache
 from sigest.embedder import SiameseEmbedder
 from sigest.persistence import load, save
 from sigest.training import fit_pair_head, fit_whitening, fit_reference_voter, verifier_pipeline
-from sigest.verification import LOCAL_VOTER_VIEWS, VOTER_VIEWS
+from sigest.verification import LOCAL_PAIR_VIEWS, LOCAL_VOTER_VIEWS, PAIR_VIEWS, VOTER_VIEWS
 
 
-def pipeline_from_run(run, cache, whitening=0.1, voter_views=VOTER_VIEWS):
+def pipeline_from_run(run, cache, whitening=0.1, voter_views=VOTER_VIEWS, pair_views=PAIR_VIEWS):
     """The fitted pipeline of a ``recipe.py --save`` run (a dict of ``torch.load``): the network whitened by its
-    training writers' spread (shrinkage ``whitening``, 0 for none), the pair head, its threshold and the voter
-    (comparing ``voter_views`` beside the embedding) fitted on its validation writers."""
+    training writers' spread (shrinkage ``whitening``, 0 for none), the pair head (comparing ``pair_views``
+    beside the embedding), its threshold and the voter (comparing ``voter_views``) fitted on its validation
+    writers."""
     settings = run["args"]
     net = SiameseEmbedder(module__backbone=settings["backbone"], module__embedding_dim=settings["dim"],
                           module__attention_stages=tuple(settings["attention"]), device="cpu")
@@ -43,7 +44,7 @@ def pipeline_from_run(run, cache, whitening=0.1, voter_views=VOTER_VIEWS):
     if whitening:
         own = table[table["writer"].isin(run["train_writers"]) & table["genuine"]]
         fit_whitening(net, images, table["writer"].to_numpy(), rows=own["_row"].to_numpy(), shrinkage=whitening)
-    verifier = fit_pair_head(net, valid, images, ink=cache.ink, random_state=0)
+    verifier = fit_pair_head(net, valid, images, ink=cache.ink, extra_views=pair_views, random_state=0)
     preprocessor = cache_preprocessor(cache, n_jobs=None).set_params(measure_ink=cache.ink is not None)
     model = verifier_pipeline(preprocessor, verifier)
     model.reference_voter_ = fit_reference_voter(verifier, valid, images, ink=cache.ink, extra_views=voter_views,
@@ -70,7 +71,8 @@ def main():
     parser.add_argument("out")
     parser.add_argument("--whitening", type=float, default=0.1, help="its shrinkage; 0 for none (default %(default)s)")
     parser.add_argument("--from-model", action="store_true", help="RUN is a sigest model file: keep its network")
-    parser.add_argument("--local-view", action="store_true", help="the voter also compares the local view")
+    parser.add_argument("--local-view", action="store_true",
+                        help="the voter and the pair head also compare the local view")
     args = parser.parse_args()
     if args.from_model:
         run, info = run_from_model(args.run)
@@ -86,7 +88,8 @@ def main():
                 "best_valid_eer": float(min(e["valid_eer"] for e in run["history"])),
                 "epochs_trained": len(run["history"])}
     model = pipeline_from_run(run, load_cache(args.cache), whitening=args.whitening,
-                              voter_views=LOCAL_VOTER_VIEWS if args.local_view else VOTER_VIEWS)
+                              voter_views=LOCAL_VOTER_VIEWS if args.local_view else VOTER_VIEWS,
+                              pair_views=LOCAL_PAIR_VIEWS if args.local_view else PAIR_VIEWS)
     save(model, args.out, info=info)
     print(f"threshold {model[-1].threshold:.4f}, voter threshold {model.reference_voter_.threshold:.4f}; "
           f"wrote {args.out}")

@@ -23,8 +23,9 @@ genuine and skilled rows combines the log ratios with the ink differences, as th
 voter combines the global ratio and ink (``VotingVerifier(voting="normalized", compare_ink=True)``).
 For single pairs, the same with minus the views' distances; and the library's own pair head
 (rule ``pair head``), fitted by :func:`sigest.training.fit_pair_head` on the validation writers (with
-ink), with the embedding alone (set ``global``) and with the texture distance (``global + texture``,
-what ``sigest train`` ships). Per feature set and test data set: EER on genuine vs skilled forgeries
+ink), with the embedding alone (set ``global``), with the texture distance (``global + texture``,
+what ``sigest train`` ships) and with the local match distance too (``global + texture + local``,
+what ``sigest train --local-view`` ships). Per feature set and test data set: EER on genuine vs skilled forgeries
 (global threshold), and accuracy at the validation writers' EER threshold beside the test oracle's.
 Means and sd over runs.
 
@@ -45,7 +46,7 @@ from sigest.embedder import SiameseEmbedder
 from sigest.nn import SiameseResNet
 from sigest.training import fit_pair_head, fit_whitening
 from sigest.verification import (VotingVerifier, ink_difference, local_distance_ratio, local_pair_distances,
-                                 local_set_distance_ratio, take_rows)
+                                 local_set_distance_ratio)
 
 from scoring import accuracy, score_role  # benchmarks/scoring.py, beside this script
 
@@ -158,17 +159,19 @@ def pair_results(E, base):
 
 def pair_head_results(net, images, table, base):
     """Single pairs scored by the library's pair head (:func:`sigest.training.fit_pair_head`, with ink), without and
-    with the texture distance: EER and accuracy at its own threshold (chosen on the validation writers)."""
+    with the texture distance, and with the local one too: EER and accuracy at its own threshold (chosen on the
+    validation writers)."""
     frame = table.rename(columns={"index": "_row"})
     rows = np.flatnonzero(base["role"] == "test")
     first, second, label = within_writer_pairs(base["writer"][rows], base["genuine"][rows])
     a, b = rows[first], rows[second]
     out = []
-    for set_name, extra in (("global", ()), ("global + texture", ("texture",))):
+    for set_name, extra in (("global", ()), ("global + texture", ("texture",)),
+                            ("global + texture + local", ("texture", "local"))):
         head = fit_pair_head(net, frame[base["role"] == "valid"], images, ink=base["ink"], extra_views=extra)
         used = np.unique(np.r_[a, b])
-        views = take_rows(head.head_views(images[used]), np.searchsorted(used, np.column_stack([a, b])))
-        proba = head.proba_from_embeddings(views, ink=base["ink"][np.column_stack([a, b])])
+        proba = head.proba_at(head.head_views(images[used]), np.searchsorted(used, np.column_stack([a, b])),
+                              ink=base["ink"][np.column_stack([a, b])])
         for dataset in np.unique(base["dataset"][a]):
             mask = base["dataset"][a] == dataset
             s, y = proba[mask], label[mask]

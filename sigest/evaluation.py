@@ -9,7 +9,7 @@ from sklearn.utils import Bunch
 
 from .datasets import check_writers, make_pairs, make_reference_sets
 from .metrics import build_confusion_matrix, equal_error_rate, far_frr, per_writer_eer, roc_auc
-from .verification import VotingVerifier, _embeds, _head_views, _proba_from_embeddings, _select, _split_ink, take_rows
+from .verification import VotingVerifier, _embeds, _head_views, _proba_at, _select, _split_ink
 
 __all__ = ["score_pairs", "choose_threshold", "threshold_metrics", "voting_scores", "evaluate", "format_report"]
 
@@ -38,8 +38,7 @@ def score_pairs(model, references, questioned):
     at = np.column_stack([[index[r] for r in references], [index[q] for q in questioned]])
     verifier = model[-1]
     if _embeds(verifier):
-        return _proba_from_embeddings(verifier, take_rows(_head_views(verifier, images), at),
-                                      None if ink is None else ink[at])
+        return _proba_at(verifier, _head_views(verifier, images), at, None if ink is None else ink[at])
     return verifier.predict_proba(_select(images, ink, at))[:, 1]  # any pair classifier: the pairs themselves
 
 

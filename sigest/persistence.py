@@ -33,9 +33,10 @@ from .verification import LogisticSiameseRegression, VotingVerifier
 
 __all__ = ["save", "load", "FORMAT_VERSION", "ModelFormatError"]
 
-FORMAT_VERSION = 5  # 2: the view whitening, the voter's extra views; 3: the texture view, the head's extra views;
-# 4: the local view's centre (embedder.local_mean), the voter's local ratio; 5: the voter's set-matched local ratio
-_READABLE_VERSIONS = (1, 2, 3, 4, 5)
+FORMAT_VERSION = 6  # 2: the view whitening, the voter's extra views; 3: the texture view, the head's extra views;
+# 4: the local view's centre (embedder.local_mean), the voter's local ratio; 5: the voter's set-matched local ratio;
+# 6: the pair head's local match distance
+_READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 _PREPROCESSORS = {cls.__name__: cls for cls in (PreprocessImage, TestPreprocessImage)}
 _ARCHITECTURE = ("backbone", "embedding_dim", "attention", "attention_stages", "in_channels", "dropout")
 

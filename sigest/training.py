@@ -24,7 +24,7 @@ from .datasets import check_writers, make_pairs, make_reference_sets, qualified_
 from .embedder import SiameseEmbedder, embedding_targets
 from .nn import within_writer_whitening
 from .preprocessing import PreprocessImage
-from .verification import PAIR_VIEWS, VOTER_VIEWS, LogisticSiameseRegression, VotingVerifier, take_rows
+from .verification import PAIR_VIEWS, VOTER_VIEWS, LogisticSiameseRegression, VotingVerifier
 
 __all__ = ["verifier_pipeline", "make_verifier", "train_siamese_model", "fit_whitening", "fit_pair_head",
            "fit_reference_voter", "train_verifier", "calibrate"]
@@ -278,9 +278,9 @@ def _pair_threshold(verifier, table, images, ink):
 
     rows, labels = _pair_rows(table, forgeries="skilled")
     distinct = np.unique(rows)
-    pairs = take_rows(verifier.head_views(images[distinct]), np.searchsorted(distinct, rows))  # (n_pairs, 2, ...)
     ink = np.asarray(ink)[rows] if verifier.compare_ink else None
-    return choose_threshold(labels, verifier.proba_from_embeddings(pairs, ink=ink))
+    return choose_threshold(labels, verifier.proba_at(verifier.head_views(images[distinct]),
+                                                      np.searchsorted(distinct, rows), ink=ink))
 
 
 def fit_reference_voter(verifier, valid, images, *, ink=None, k=5, n_per_writer=12,
@@ -340,8 +340,8 @@ def _with_voter_threshold(voter, X, labels):
 
 def train_verifier(table, *, images=None, ink=None, preprocessor=None, valid_writers=0.15, size=(150, 220),
                    backbone="resnet_tiny", max_epochs=40, patience=8, lr=3e-3, writers_per_batch=32,
-                   samples_per_writer=8, local_weight=1.0, whitening="auto", voter_views=VOTER_VIEWS, progress=True,
-                   random_state=0, init=None, **embedder_params):
+                   samples_per_writer=8, local_weight=1.0, whitening="auto", voter_views=VOTER_VIEWS,
+                   pair_views=PAIR_VIEWS, progress=True, random_state=0, init=None, **embedder_params):
     """Train the full verifier writer-independently and choose its threshold on validation writers.
 
     1. Hold out ``valid_writers`` of ``table``; train the embedder on the others, keeping the epoch
@@ -399,6 +399,10 @@ def train_verifier(table, *, images=None, ink=None, preprocessor=None, valid_wri
         The voter's ``extra_views`` (:class:`VotingVerifier`); add ``"local_set"`` for the local view
         (``sigest.verification.LOCAL_VOTER_VIEWS``), more accurate and slower (README, "Where the
         strokes are").
+    pair_views : tuple of str, default=("texture",)
+        The pair classifier's ``extra_views`` (:class:`LogisticSiameseRegression`); add ``"local"`` for the
+        local match distance (``sigest.verification.LOCAL_PAIR_VIEWS``): lower single-pair EER, one local
+        match a pair.
     progress : bool, default=True
     random_state : int, default=0
         A workflow is reproducible by default; the estimators themselves default to None, as in
@@ -449,7 +453,7 @@ def train_verifier(table, *, images=None, ink=None, preprocessor=None, valid_wri
         own = train[train["genuine"]]
         fit_whitening(embedder, images, table["writer"].to_numpy(), rows=own["_row"].to_numpy(),
                       shrinkage=0.1 if whitening == "auto" else whitening)
-    verifier = fit_pair_head(embedder, valid, images, ink=ink, random_state=random_state)
+    verifier = fit_pair_head(embedder, valid, images, ink=ink, extra_views=tuple(pair_views), random_state=random_state)
     if ink is not None:  # the pipeline measures ink for the verifiers that compare it
         preprocessor = clone(preprocessor).set_params(measure_ink=True)
     pipeline = verifier_pipeline(preprocessor, verifier)

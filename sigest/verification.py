@@ -24,6 +24,8 @@ EXTRA_VIEWS = (*VECTOR_VIEWS, *LOCAL_VIEWS)  # every view the voter can compare 
 VOTER_VIEWS = VECTOR_VIEWS  # what the voter compares by default (the local view costs speed: see VotingVerifier)
 LOCAL_VOTER_VIEWS = (*VOTER_VIEWS, "local_set")  # the same and the local view (sigest train --local-view, sigest-base)
 PAIR_VIEWS = ("texture",)  # what the pair classifier compares beside the embedding by default
+PAIR_EXTRA_VIEWS = (*VECTOR_VIEWS, "local")  # every view the pair classifier can compare beside the embedding
+LOCAL_PAIR_VIEWS = (*PAIR_VIEWS, "local")  # the same and the local view (sigest train --local-view, sigest-base)
 LOCAL_REACH = (4, 6)  # the local view's largest match offset, rows and columns of its grid (local_match_distance)
 
 
@@ -119,8 +121,16 @@ def _head_views(estimator, X):
     return getattr(estimator, "head_views", estimator.embed)(X)
 
 
-def _proba_from_embeddings(estimator, pairs, ink):
-    """``estimator.proba_from_embeddings`` of embedded pairs, handing it the pairs' ink when it compares ink."""
+def _proba_at(estimator, embedded, at, ink):
+    """The genuine probability of pairs of embedded images given by their positions.
+
+    embedded: ``_head_views(estimator, images)`` of p images; at (n_pairs, 2) int positions among them; ink
+    (n_pairs, 2, m) or None -> (n_pairs,). The estimator's ``proba_at`` where it has one (it need not gather
+    every pair's views), else ``proba_from_embeddings`` of the gathered pairs, handed the ink when it compares ink.
+    """
+    if hasattr(estimator, "proba_at"):
+        return estimator.proba_at(embedded, at, ink=ink)
+    pairs = take_rows(embedded, at)
     if getattr(estimator, "compare_ink", False):
         return estimator.proba_from_embeddings(pairs, ink=ink)
     return estimator.proba_from_embeddings(pairs)
@@ -377,14 +387,17 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         1.0 gave 8.2 / 16.4 / 16.4 %, 10.0 6.4 / 16.3 / 15.3 %; on a data set left out of
         training 10.7 / 20.9 / 17.1 % against 8.7 / 20.1 / 15.5 %. Scalings of 3 and 30 came
         within 0.5 point of 10.
-    extra_views : tuple of {"penultimate", "strips", "texture"}, default=("texture",)
+    extra_views : tuple of {"penultimate", "strips", "texture", "local"}, default=("texture",)
         Views whose distance (minus the Euclidean distance between the pair's two whitened views, the
-        strips' distances averaged) joins the features, multiplied by ``view_scaling``. Needs an
-        embedder with ``transform_views`` (:class:`~sigest.SiameseEmbedder`); ``()`` compares the
-        embedding alone. With the pair head fitted as :func:`sigest.training.fit_pair_head` does
-        (with ink), on 22 networks of the 11-fold protocol (README), the texture view took the
-        single-pair EER from 6.7 / 15.9 / 11.1 % to 5.9 / 13.6 / 9.4 % (Bengali / CEDAR / Dutch;
-        CEDAR lower in 18 of 22).
+        strips' distances averaged; for ``"local"``, :func:`sigest.nn.local_match_distance` of the two
+        grids of local descriptors, strokes matched position by position within ``LOCAL_REACH``) joins
+        the features, multiplied by ``view_scaling``. Needs an embedder with ``transform_views``
+        (:class:`~sigest.SiameseEmbedder`); ``()`` compares the embedding alone. With the pair head
+        fitted as :func:`sigest.training.fit_pair_head` does (with ink), on 22 networks of the 11-fold
+        protocol (README), the texture view took the single-pair EER from 6.7 / 15.9 / 11.1 % to
+        5.9 / 13.6 / 9.4 % (Bengali / CEDAR / Dutch; CEDAR lower in 18 of 22). Adding ``"local"`` on
+        the 22 networks trained with the local loss: 4.53 / 12.07 / 5.87 % -> 4.10 / 11.49 / 5.52 %
+        (lower in 16 / 16 / 14 of 22), at one local match (about 0.3 ms on a CPU core) a pair.
     view_scaling : float, default=10.0
         Multiplies the views' distances, for the same reason as ``ink_scaling``: unscaled, the L2
         penalty sized for the 2 x d embedding features shrank their weight and they gained nothing
@@ -473,7 +486,7 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         self : LogisticSiameseRegression
         """
         self._validate_params()
-        _check_view_names(self.extra_views, VECTOR_VIEWS)
+        _check_view_names(self.extra_views, PAIR_EXTRA_VIEWS)
         self.__dict__.pop("input_shape_", None)
         pairs = self._check_pairs(X)
         y = _check_pair_labels(y)
@@ -516,7 +529,7 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         -------
         views : dict of ndarray
             ``"embedding"`` (n, d), ``"penultimate"`` (n, C), ``"strips"`` (n, n_strips, d),
-            ``"texture"`` (n, C_texture).
+            ``"texture"`` (n, C_texture), ``"local"`` (n, H', W', C_texture).
         """
         check_is_fitted(self)
         return self.embedder_.transform_views(_split_ink(X)[0])
@@ -536,18 +549,19 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         views = self.embed_views(X)
         return {name: views[name] for name in ("embedding", *self.extra_views)}
 
-    def _head_inputs(self, embeddings, ink):
+    def _head_inputs(self, embeddings, ink, distances=None):
         """The logistic regression's input: :func:`pair_features` of the embedding, ``view_scaling`` x minus each
-        extra view's distance, then ``ink_scaling`` x the ink differences."""
+        extra view's distance, then ``ink_scaling`` x the ink differences. ``distances``: {view: (n_pairs,)}
+        computed already, for views not in ``embeddings``."""
+        distances = distances or {}
         views = embeddings if isinstance(embeddings, dict) else {"embedding": embeddings}
-        missing = [name for name in ("embedding", *self.extra_views) if name not in views]
+        missing = [name for name in ("embedding", *self.extra_views) if name not in views and name not in distances]
         if missing:
             raise ValueError(f"this pair classifier compares the views {['embedding', *self.extra_views]}; "
                              f"{missing} missing (give the dict head_views returns)")
         features = [pair_features(views["embedding"])]
         for name in self.extra_views:
-            V = views[name]
-            distance = np.linalg.norm(V[:, 0] - V[:, 1], axis=-1).reshape(len(V), -1).mean(axis=1)
+            distance = distances[name] if name in distances else _pair_view_distance(name, views[name])
             features.append(-self.view_scaling * distance[:, None])
         if ink is not None:
             features.append(self.ink_scaling * ink_difference(ink))
@@ -558,17 +572,48 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
 
         ``embeddings`` as :meth:`head_views` gives them, for both images of each pair: an array
         (n_pairs, 2, d), or with ``extra_views`` a dict of such arrays (n_pairs, 2, ...), one per view.
-        ``ink`` (n_pairs, 2, m), the pairs' ink measures, is required with ``compare_ink``.
+        ``ink`` (n_pairs, 2, m), the pairs' ink measures, is required with ``compare_ink``. With the
+        ``"local"`` view, :meth:`proba_at` holds each image's grid once instead of twice a pair.
         """
         check_is_fitted(self)
         first = embeddings["embedding"] if isinstance(embeddings, dict) else embeddings
         ink = _checked_ink(ink, first.shape[:2], self.compare_ink)
         return self.classifier_.predict_proba(self._head_inputs(embeddings, ink))[:, 1]
 
+    def proba_at(self, embedded, at, ink=None):
+        """Genuine probability of pairs of embedded images given by their positions: (n_pairs,).
+
+        Parameters
+        ----------
+        embedded : ndarray of shape (p, d) or dict of ndarray
+            :meth:`head_views` of p images, each once.
+        at : array-like of shape (n_pairs, 2), int
+            Each pair's (reference, questioned) positions among them.
+        ink : ndarray of shape (n_pairs, 2, m) or None
+            The pairs' ink measures, required with ``compare_ink``.
+
+        Returns
+        -------
+        probability : ndarray of shape (n_pairs,)
+        """
+        check_is_fitted(self)
+        at = np.asarray(at, dtype=np.intp).reshape(-1, 2)
+        ink = _checked_ink(ink, at.shape, self.compare_ink)
+        return self.classifier_.predict_proba(self._inputs_at(embedded, at, ink))[:, 1]
+
+    def _inputs_at(self, embedded, at, ink):
+        """:meth:`_head_inputs` of pairs given as positions ``at`` (n_pairs, 2) among embedded images; the local
+        view's grids are compared where they lie, never gathered two per pair."""
+        if not isinstance(embedded, dict) or "local" not in self.extra_views:
+            return self._head_inputs(take_rows(embedded, at), ink)
+        distances = {"local": local_pair_distances(embedded["local"], at[:, 0], at[:, 1])}
+        gathered = {name: value[at] for name, value in embedded.items() if name != "local"}
+        return self._head_inputs(gathered, ink, distances)
+
     def _pair_features(self, pairs):
         """The logistic regression's input for checked pairs (:class:`_Rows`), each distinct image embedded once."""
-        ink = pairs.ink_rows() if self.compare_ink else None
-        return self._head_inputs(pairs.embedded(self.head_views), ink)
+        embedded, at = pairs.embedded_once(self.head_views)
+        return self._inputs_at(embedded, at, pairs.ink_rows() if self.compare_ink else None)
 
     def _features(self, X):
         check_is_fitted(self)
@@ -588,6 +633,16 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         """1 (genuine) where the genuine probability reaches ``threshold``, else 0: (n_pairs,)."""
         return (self.predict_proba(X)[:, 1] >= self.threshold).astype(int)
 
+
+
+def _pair_view_distance(name, V):
+    """Distance of each pair in one view, V (n_pairs, 2, ...) -> (n_pairs,): the local view's
+    :func:`sigest.nn.local_match_distance`, the others' Euclidean (averaged over the strips)."""
+    if name == "local":
+        n = len(V)
+        grids = V.reshape(2 * n, *V.shape[2:])
+        return local_pair_distances(grids, np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2))
+    return np.linalg.norm(V[:, 0] - V[:, 1], axis=-1).reshape(len(V), -1).mean(axis=1)
 
 
 def _check_view_names(names, allowed=EXTRA_VIEWS):
@@ -914,23 +969,23 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if not _embeds(self.estimator_):
             pairs = _with_ink(self._as_pairs(rows.image_rows()), self._as_pairs(rows.ink_rows()))
             return self.estimator_.predict_proba(pairs)[:, 1].reshape(n, m - 1)
-        return self._pair_probabilities(rows.embedded(lambda X: _head_views(self.estimator_, X)), rows.ink_rows())
+        embedded, position = rows.embedded_once(lambda X: _head_views(self.estimator_, X))
+        return self._pair_probabilities(embedded, position, rows.ink_rows())
 
-    def _pair_probabilities(self, E, ink):
+    def _pair_probabilities(self, embedded, position, ink):
         """The pair estimator's genuine probability of each (reference, questioned) pair of embedded rows.
 
-        E (n, 1 + k, d) embeddings, or a dict of views (n, 1 + k, ...) holding at least the ones the estimator
-        compares (its ``head_views``); ink (n, 1 + k, m) or None -> (n, k).
+        embedded: each distinct image's embedding (p, d), or a dict of its views (p, ...) holding at least the
+        ones the estimator compares (its ``head_views``); position (n, 1 + k) the rows' images among them; ink
+        (n, 1 + k, m) or None -> (n, k).
         """
-        if isinstance(E, dict):
-            names = getattr(self.estimator_, "extra_views", ())
-            if not names:  # a pair classifier of the embedding alone
-                return self._pair_probabilities(E["embedding"], ink)
-            pairs = {name: self._as_pairs(E[name]) for name in ("embedding", *names)}
-            n, m = E["embedding"].shape[:2]
-        else:
-            pairs, (n, m) = self._as_pairs(E), E.shape[:2]
-        return _proba_from_embeddings(self.estimator_, pairs, self._as_pairs(ink)).reshape(n, m - 1)
+        if isinstance(embedded, dict):
+            names = ("embedding", *getattr(self.estimator_, "extra_views", ()))
+            # a pair classifier of the embedding alone takes the array
+            embedded = {name: embedded[name] for name in names} if len(names) > 1 else embedded["embedding"]
+        n, m = position.shape
+        at = self._as_pairs(position)
+        return _proba_at(self.estimator_, embedded, at, self._as_pairs(ink)).reshape(n, m - 1)
 
     def distance_ratio(self, X):
         """Mean questioned-to-reference distance over the references' mean mutual distance: (n,).
@@ -952,39 +1007,39 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                              "set extra_views=() to score by the embedding alone")
 
     def _row_views(self, rows):
-        """The views of :class:`_Rows`, each distinct image embedded once: {"embedding": (n, 1 + k, d), then
-        each of ``extra_views`` and of the pair estimator's: (n, 1 + k, ...)}; the local view stays as each
-        distinct image's grid (p, H, W, C) with the rows' positions among them (n, 1 + k), under each of
-        ``LOCAL_VIEWS`` the voter compares."""
+        """The views of :class:`_Rows`, each distinct image embedded once: ({"embedding": (p, d), then each of
+        ``extra_views`` and of the pair estimator's: (p, ...), the local grid (p, H, W, C) under each of
+        ``LOCAL_VIEWS``}, the rows' positions among the p images (n, 1 + k))."""
         self._check_ratio_rows(rows)
         names = dict.fromkeys(("embedding", *self.extra_views, *getattr(self.estimator_, "extra_views", ())))
         if len(names) == 1:
-            return {"embedding": rows.embedded(self.estimator_.embed)}
+            embedding, position = rows.embedded_once(self.estimator_.embed)
+            return {"embedding": embedding}, position
         views, position = rows.embedded_once(self.estimator_.embed_views)
-        return {name: (views["local"], position) if name in LOCAL_VIEWS else views[name][position] for name in names}
+        return {name: views["local" if name in LOCAL_VIEWS else name] for name in names}, position
 
-    def _log_ratios(self, views):
-        """(n, 1 + number of extra_views) log distance ratios of the embedding and ``extra_views``, in that order."""
+    def _log_ratios(self, views, position):
+        """(n, 1 + number of extra_views) log distance ratios of the embedding and ``extra_views``, in that order,
+        of the rows ``position`` (n, 1 + k) among the images of ``views`` (:meth:`_row_views`)."""
         columns = []
         for name in ("embedding", *self.extra_views):
             if name in LOCAL_VIEWS:
                 ratio = local_distance_ratio if name == "local" else local_set_distance_ratio
-                columns.append(np.log(np.maximum(ratio(*views[name]), 1e-6)))
+                columns.append(np.log(np.maximum(ratio(views[name], position), 1e-6)))
                 continue
-            V = views[name]
+            V = views[name][position]
             parts = [V] if V.ndim == 3 else [V[:, :, i] for i in range(V.shape[2])]  # strips: one ratio each
             columns.append(np.mean([np.log(np.maximum(_distance_ratio(part), 1e-6)) for part in parts], axis=0))
         return np.column_stack(columns)
 
     def _scores(self, rows):
         """The calibration's inputs of :class:`_Rows`: (n, 1 + v) log distance ratios (embedding, extra views),
-        then the ink differences; and the views (:meth:`_row_views`) they came from."""
-        views = self._row_views(rows)
-        log_ratios = self._log_ratios(views)
-        if not self.compare_ink:
-            return log_ratios, views
-        ink = _checked_ink(rows.ink_rows(), rows.shape, True)
-        return np.column_stack([log_ratios, ink_difference(ink)]), views
+        then the ink differences; and the views and positions (:meth:`_row_views`) they came from."""
+        views, position = self._row_views(rows)
+        log_ratios = self._log_ratios(views, position)
+        if self.compare_ink:
+            log_ratios = np.column_stack([log_ratios, ink_difference(_checked_ink(rows.ink_rows(), rows.shape, True))])
+        return log_ratios, (views, position)
 
     def reference_votes(self, per_reference):
         """Each reference's decision (1 genuine) from its probability: the pair estimator's ``predict`` rule.
@@ -1009,10 +1064,11 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         return per_reference.mean(axis=1)
 
     def _calibrated(self, X):
-        """``voting="normalized"``: (calibrated genuine probability (n,), the rows' views, their ink or None)."""
+        """``voting="normalized"``: (calibrated genuine probability (n,), the rows' views and positions
+        (:meth:`_row_views`), their ink or None)."""
         rows = self._checked_rows(X)
-        scores, views = self._scores(rows)
-        return self.calibrator_.predict_proba(scores)[:, 1], views, rows.ink_rows()
+        scores, embedded = self._scores(rows)
+        return self.calibrator_.predict_proba(scores)[:, 1], embedded, rows.ink_rows()
 
     def predict_proba(self, X):
         """Combined probabilities of shape (n, 2): column 1 genuine (mean probability, vote share or calibrated)."""
@@ -1039,8 +1095,8 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if self.voting != "normalized":
             per_reference = self.reference_probabilities(X)
             return self.combine(per_reference), per_reference
-        probability, views, ink = self._calibrated(X)
-        return probability, self._pair_probabilities(views, ink)
+        probability, (views, position), ink = self._calibrated(X)
+        return probability, self._pair_probabilities(views, position, ink)
 
     def predict(self, X):
         """1 (genuine) or 0 (forgery) per row: (n,)."""

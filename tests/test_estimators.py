@@ -26,7 +26,7 @@ from sigest import (
 from sigest.datasets import make_pairs, split_writers, writer_groups
 from sigest.nn import local_match_distance
 from sigest.preprocessing import PreprocessImage
-from sigest.verification import ink_difference, local_set_distance_ratio, pair_features, pairs_to_targets
+from sigest.verification import ink_difference, local_set_distance_ratio, pair_features, pairs_to_targets, take_rows
 
 SIZE = (32, 64)
 
@@ -342,8 +342,8 @@ def test_normalized_voting_adds_a_log_ratio_per_extra_view(voter_rows):
         np.column_stack([inputs[:, 0], np.log(set_ratio)])), rtol=1e-4)
     with pytest.raises(ValueError, match="extra_views must name"):
         VotingVerifier(FrozenEstimator(clf), voting="normalized", extra_views=("stage3",)).fit(rows, labels)
-    with pytest.raises(ValueError, match="extra_views must name"):  # the pair head compares vectors only
-        LogisticSiameseRegression(FrozenEstimator(clf.embedder_), extra_views=("local",)).fit(
+    with pytest.raises(ValueError, match="extra_views must name"):  # the pair head compares two images, not sets
+        LogisticSiameseRegression(FrozenEstimator(clf.embedder_), extra_views=("local_set",)).fit(
             VotingVerifier._as_pairs(rows)[:6], np.array([1, 0] * 3))
 
 
@@ -398,6 +398,37 @@ def test_a_pair_head_with_extra_views_adds_their_scaled_distance(voter_rows, pai
         head.proba_from_embeddings(E)  # the embedding alone is not what this head compares
     with pytest.raises(ValueError, match="extra_views must name"):
         LogisticSiameseRegression(FrozenEstimator(clf.embedder_), extra_views=("stage3",)).fit(pairs, y)
+
+
+def test_a_pair_head_with_the_local_view_adds_the_scaled_local_match_distance(voter_rows, pair_data):
+    clf, rows, labels = voter_rows
+    _, _, X, y = pair_data
+    pairs = PreprocessImage(size=SIZE).transform(X)
+    head = LogisticSiameseRegression(FrozenEstimator(clf.embedder_), extra_views=("texture", "local"),
+                                     random_state=0).fit(pairs, y)
+    assert head.classifier_.n_features_in_ == 2 * 16 + 2
+    views = head.embed_views(pairs.reshape(-1, *pairs.shape[2:]))
+    E, T = (views[name].reshape(len(pairs), 2, -1) for name in ("embedding", "texture"))
+    grids = torch.as_tensor(views["local"])
+    local = local_match_distance(grids[0::2], grids[1::2]).numpy()  # the definition, pair by pair
+    expected = np.hstack([pair_features(E), -10.0 * np.linalg.norm(T[:, 0] - T[:, 1], axis=1)[:, None],
+                          -10.0 * local[:, None]])
+    np.testing.assert_allclose(head.decision_function(pairs), head.classifier_.decision_function(expected), rtol=1e-4)
+    # pairs as positions among images held once, and pairs gathered two images each, score alike
+    images = pairs.reshape(-1, *pairs.shape[2:])
+    at = np.arange(2 * len(pairs)).reshape(-1, 2)
+    by_position = head.proba_at(head.head_views(images), at)
+    np.testing.assert_allclose(by_position, head.predict_proba(pairs)[:, 1], rtol=1e-5)
+    np.testing.assert_allclose(by_position, head.proba_from_embeddings(take_rows(head.head_views(images), at)),
+                               rtol=1e-5)
+    # a voter's evidence from a head with the local view: the head's own pair probabilities
+    voter = VotingVerifier(FrozenEstimator(head), voting="normalized", extra_views=("local_set",)).fit(rows, labels)
+    probability, per_reference = voter.verify(rows)
+    np.testing.assert_allclose(per_reference.ravel(), head.predict_proba(VotingVerifier._as_pairs(rows))[:, 1],
+                               rtol=1e-5)
+    np.testing.assert_allclose(voter.reference_probabilities(rows), per_reference, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"\['local'\] missing"):
+        head.proba_from_embeddings({"embedding": E, "texture": T})
 
 
 def test_verify_gives_the_probability_and_the_evidence_from_one_embedding(voter_rows):

@@ -106,14 +106,14 @@ def test_a_pair_head_with_extra_views_round_trips(fitted, tmp_path):
 
     model, X = fitted
     textured = copy.deepcopy(model)
-    textured[-1].set_params(embedder=FrozenEstimator(textured[-1].embedder_), extra_views=("texture",),
+    textured[-1].set_params(embedder=FrozenEstimator(textured[-1].embedder_), extra_views=("texture", "local"),
                             view_scaling=5.0)
     labels = model.predict(X)  # any labels of both kinds: only the head is fitted, on the trained network
     labels[:2] = [0, 1]
     textured[-1].fit(textured[0].transform(X), labels)
-    assert textured[-1].classifier_.n_features_in_ == 2 * 16 + 1
+    assert textured[-1].classifier_.n_features_in_ == 2 * 16 + 2
     loaded = load(save(textured, tmp_path / "textured.safetensors"), device="cpu")
-    assert loaded[-1].extra_views == ("texture",) and loaded[-1].view_scaling == 5.0
+    assert loaded[-1].extra_views == ("texture", "local") and loaded[-1].view_scaling == 5.0
     np.testing.assert_allclose(loaded.predict_proba(X), textured.predict_proba(X), rtol=1e-5, atol=1e-6)
 
 
@@ -161,7 +161,7 @@ def test_format_1_files_load_and_their_voter_scores_by_the_embedding_alone(fitte
     finally:
         voter = model.__dict__.pop("reference_voter_")  # the shared fixture stays as it was
     document = read_metadata(path)
-    assert document["format_version"] == FORMAT_VERSION == 5
+    assert document["format_version"] == FORMAT_VERSION == 6
     document["format_version"] = 1  # as sigest wrote it before the views: no view whitening, no extra views
     del document["reference_voter"]["extra_views"], document["head"]["extra_views"], document["head"]["view_scaling"]
     views = ("penultimate_whitening", "strip_whitening", "texture_whitening", "local_mean")
