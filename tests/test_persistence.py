@@ -220,7 +220,7 @@ def test_the_shipped_verifier_loads_and_scores_path_pairs(small_signatures, tmp_
     assert voter.extra_views == ("penultimate", "strips", "texture", "local_set")
     assert voter.calibrator_.n_features_in_ == 7
     assert model[-1].embedder_.module_.local_mean.abs().sum() > 0  # the local view centred on the training images
-    assert model[-1].extra_views == ("texture",) and model[-1].classifier_.n_features_in_ == 2 * 128 + 1 + 2
+    assert model[-1].extra_views == ("texture", "local") and model[-1].classifier_.n_features_in_ == 2 * 128 + 2 + 2
     assert f"threshold {voter.threshold:.3f}" in card.SIGEST_BASE.value.meta["reference_voter"]
     assert len(meta["info"]["valid_writers"]) > 10 and not set(meta["info"]["valid_writers"]) & set(
         meta["info"]["train_writers"])
