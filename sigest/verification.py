@@ -121,15 +121,16 @@ def _head_views(estimator, X):
     return getattr(estimator, "head_views", estimator.embed)(X)
 
 
-def _proba_at(estimator, embedded, at, ink):
+def _proba_at(estimator, embedded, at, ink, distances=None):
     """The genuine probability of pairs of embedded images given by their positions.
 
     embedded: ``_head_views(estimator, images)`` of p images; at (n_pairs, 2) int positions among them; ink
     (n_pairs, 2, m) or None -> (n_pairs,). The estimator's ``proba_at`` where it has one (it need not gather
-    every pair's views), else ``proba_from_embeddings`` of the gathered pairs, handed the ink when it compares ink.
+    every pair's views; ``distances``, {view: (n_pairs,)}, are pair distances known already), else
+    ``proba_from_embeddings`` of the gathered pairs, handed the ink when it compares ink.
     """
     if hasattr(estimator, "proba_at"):
-        return estimator.proba_at(embedded, at, ink=ink)
+        return estimator.proba_at(embedded, at, ink=ink, distances=distances)
     pairs = take_rows(embedded, at)
     if getattr(estimator, "compare_ink", False):
         return estimator.proba_from_embeddings(pairs, ink=ink)
@@ -580,7 +581,7 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         ink = _checked_ink(ink, first.shape[:2], self.compare_ink)
         return self.classifier_.predict_proba(self._head_inputs(embeddings, ink))[:, 1]
 
-    def proba_at(self, embedded, at, ink=None):
+    def proba_at(self, embedded, at, ink=None, distances=None):
         """Genuine probability of pairs of embedded images given by their positions: (n_pairs,).
 
         Parameters
@@ -591,6 +592,9 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
             Each pair's (reference, questioned) positions among them.
         ink : ndarray of shape (n_pairs, 2, m) or None
             The pairs' ink measures, required with ``compare_ink``.
+        distances : dict or None
+            ``{"local": (n_pairs,)}``: the pairs' :func:`sigest.nn.local_match_distance`, computed
+            already (:class:`VotingVerifier` has it from its own matches), instead of matching the grids again.
 
         Returns
         -------
@@ -599,16 +603,17 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         at = np.asarray(at, dtype=np.intp).reshape(-1, 2)
         ink = _checked_ink(ink, at.shape, self.compare_ink)
-        return self.classifier_.predict_proba(self._inputs_at(embedded, at, ink))[:, 1]
+        return self.classifier_.predict_proba(self._inputs_at(embedded, at, ink, distances))[:, 1]
 
-    def _inputs_at(self, embedded, at, ink):
+    def _inputs_at(self, embedded, at, ink, distances=None):
         """:meth:`_head_inputs` of pairs given as positions ``at`` (n_pairs, 2) among embedded images; the local
-        view's grids are compared where they lie, never gathered two per pair."""
+        view's grids are compared where they lie, never gathered two per pair, unless ``distances`` holds it."""
         if not isinstance(embedded, dict) or "local" not in self.extra_views:
             return self._head_inputs(take_rows(embedded, at), ink)
-        distances = {"local": local_pair_distances(embedded["local"], at[:, 0], at[:, 1])}
+        known = distances or {}
+        local = known["local"] if "local" in known else local_pair_distances(embedded["local"], at[:, 0], at[:, 1])
         gathered = {name: value[at] for name, value in embedded.items() if name != "local"}
-        return self._head_inputs(gathered, ink, distances)
+        return self._head_inputs(gathered, ink, {"local": np.asarray(local).reshape(len(at))})
 
     def _pair_features(self, pairs):
         """The logistic regression's input for checked pairs (:class:`_Rows`), each distinct image embedded once."""
@@ -733,15 +738,24 @@ def local_set_distance_ratio(grids, position, reach=LOCAL_REACH, rows_at_a_time=
     -------
     ratio : ndarray of shape (n,)
     """
+    return _local_set_ratio_and_pairs(grids, position, reach, rows_at_a_time)[0]
+
+
+def _local_set_ratio_and_pairs(grids, position, reach=LOCAL_REACH, rows_at_a_time=512):
+    """:func:`local_set_distance_ratio` (n,), and from the same matches each (questioned, reference) pair's
+    :func:`sigest.nn.local_match_distance` (n, k)."""
     position = np.asarray(position)
     if position.ndim != 2 or position.shape[1] < 3:
         raise ValueError(f"position must be rows (questioned, ref_1, ..., ref_k), k >= 2; got shape {position.shape}")
-    return np.concatenate([np.zeros(0)] + [_local_set_ratio(grids, position[start:start + rows_at_a_time], reach)
-                                           for start in range(0, len(position), rows_at_a_time)])
+    parts = [_local_set_ratio(grids, position[start:start + rows_at_a_time], reach)
+             for start in range(0, len(position), rows_at_a_time)]
+    if not parts:
+        return np.zeros(0), np.zeros((0, position.shape[1] - 1))
+    return tuple(np.concatenate(part) for part in zip(*parts))
 
 
 def _local_set_ratio(grids, position, reach):
-    """:func:`local_set_distance_ratio` of a few rows, each distinct pair of images matched once."""
+    """:func:`_local_set_ratio_and_pairs` of a few rows, each distinct pair of images matched once."""
     n, m = position.shape
     k = m - 1
     questioned, refs = position[:, 0], position[:, 1:]
@@ -760,13 +774,16 @@ def _local_set_ratio(grids, position, reach):
     weight = np.linalg.norm(grids[used].reshape(len(used), -1, grids.shape[-1]), axis=2)[slot.reshape(n, m)]
     q_weight, ref_weight = weight[:, 0], weight[:, 1:]  # (n, P), (n, k, P)
     q_in_refs, refs_in_q, ref_in_ref = np.split(best, [n * k, 2 * n * k])
+    q_in_each = (q_in_refs.reshape(n, k, -1) * q_weight[:, None]).sum(axis=2)  # (n, k): q matched in each reference
+    each_in_q = (refs_in_q.reshape(n, k, -1) * ref_weight).sum(axis=2)  # each reference matched in q
+    pair_distance = 1 - (q_in_each + each_in_q) / 2  # local_match_distance of each (questioned, reference) pair
     q_in_refs = q_in_refs.reshape(n, k, -1).max(axis=1)
-    refs_in_q = 1 - (refs_in_q.reshape(n, k, -1) * ref_weight).sum(axis=2).mean(axis=1)
+    refs_in_q = 1 - each_in_q.mean(axis=1)
     ref_in_ref = ref_in_ref.reshape(n, k, k - 1, -1)  # row, reference, other reference (first, second: row-major)
     ref_in_others = 1 - (ref_in_ref.max(axis=2) * ref_weight).sum(axis=2).mean(axis=1)
     ref_in_each = 1 - (ref_in_ref * ref_weight[:, :, None]).sum(axis=3).mean(axis=(1, 2))
     numerator = (1 - (q_in_refs * q_weight).sum(axis=1)) + refs_in_q
-    return numerator / np.maximum(ref_in_others + ref_in_each, 1e-6)
+    return numerator / np.maximum(ref_in_others + ref_in_each, 1e-6), pair_distance
 
 
 def _distance_ratio(E):
@@ -972,12 +989,12 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         embedded, position = rows.embedded_once(lambda X: _head_views(self.estimator_, X))
         return self._pair_probabilities(embedded, position, rows.ink_rows())
 
-    def _pair_probabilities(self, embedded, position, ink):
+    def _pair_probabilities(self, embedded, position, ink, local=None):
         """The pair estimator's genuine probability of each (reference, questioned) pair of embedded rows.
 
         embedded: each distinct image's embedding (p, d), or a dict of its views (p, ...) holding at least the
         ones the estimator compares (its ``head_views``); position (n, 1 + k) the rows' images among them; ink
-        (n, 1 + k, m) or None -> (n, k).
+        (n, 1 + k, m) or None; local (n, k): each pair's local match distance if known -> (n, k).
         """
         if isinstance(embedded, dict):
             names = ("embedding", *getattr(self.estimator_, "extra_views", ()))
@@ -985,7 +1002,8 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             embedded = {name: embedded[name] for name in names} if len(names) > 1 else embedded["embedding"]
         n, m = position.shape
         at = self._as_pairs(position)
-        return _proba_at(self.estimator_, embedded, at, self._as_pairs(ink)).reshape(n, m - 1)
+        distances = None if local is None else {"local": local.ravel()}  # row-major, as the pairs
+        return _proba_at(self.estimator_, embedded, at, self._as_pairs(ink), distances).reshape(n, m - 1)
 
     def distance_ratio(self, X):
         """Mean questioned-to-reference distance over the references' mean mutual distance: (n,).
@@ -1020,26 +1038,32 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
     def _log_ratios(self, views, position):
         """(n, 1 + number of extra_views) log distance ratios of the embedding and ``extra_views``, in that order,
-        of the rows ``position`` (n, 1 + k) among the images of ``views`` (:meth:`_row_views`)."""
-        columns = []
+        of the rows ``position`` (n, 1 + k) among the images of ``views`` (:meth:`_row_views`); and, with
+        ``"local_set"``, each (questioned, reference) pair's local match distance from the same matches (n, k),
+        else None."""
+        columns, pairs = [], None
         for name in ("embedding", *self.extra_views):
             if name in LOCAL_VIEWS:
-                ratio = local_distance_ratio if name == "local" else local_set_distance_ratio
-                columns.append(np.log(np.maximum(ratio(views[name], position), 1e-6)))
+                if name == "local":
+                    ratio = local_distance_ratio(views[name], position)
+                else:
+                    ratio, pairs = _local_set_ratio_and_pairs(views[name], position)
+                columns.append(np.log(np.maximum(ratio, 1e-6)))
                 continue
             V = views[name][position]
             parts = [V] if V.ndim == 3 else [V[:, :, i] for i in range(V.shape[2])]  # strips: one ratio each
             columns.append(np.mean([np.log(np.maximum(_distance_ratio(part), 1e-6)) for part in parts], axis=0))
-        return np.column_stack(columns)
+        return np.column_stack(columns), pairs
 
     def _scores(self, rows):
         """The calibration's inputs of :class:`_Rows`: (n, 1 + v) log distance ratios (embedding, extra views),
-        then the ink differences; and the views and positions (:meth:`_row_views`) they came from."""
+        then the ink differences; and the views and positions (:meth:`_row_views`) they came from, with the pairs'
+        local match distances (:meth:`_log_ratios`)."""
         views, position = self._row_views(rows)
-        log_ratios = self._log_ratios(views, position)
+        log_ratios, local = self._log_ratios(views, position)
         if self.compare_ink:
             log_ratios = np.column_stack([log_ratios, ink_difference(_checked_ink(rows.ink_rows(), rows.shape, True))])
-        return log_ratios, (views, position)
+        return log_ratios, (views, position, local)
 
     def reference_votes(self, per_reference):
         """Each reference's decision (1 genuine) from its probability: the pair estimator's ``predict`` rule.
@@ -1064,8 +1088,8 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         return per_reference.mean(axis=1)
 
     def _calibrated(self, X):
-        """``voting="normalized"``: (calibrated genuine probability (n,), the rows' views and positions
-        (:meth:`_row_views`), their ink or None)."""
+        """``voting="normalized"``: (calibrated genuine probability (n,), the rows' views, positions and local
+        pair distances (:meth:`_scores`), their ink or None)."""
         rows = self._checked_rows(X)
         scores, embedded = self._scores(rows)
         return self.calibrator_.predict_proba(scores)[:, 1], embedded, rows.ink_rows()
@@ -1095,8 +1119,8 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if self.voting != "normalized":
             per_reference = self.reference_probabilities(X)
             return self.combine(per_reference), per_reference
-        probability, (views, position), ink = self._calibrated(X)
-        return probability, self._pair_probabilities(views, position, ink)
+        probability, (views, position, local), ink = self._calibrated(X)
+        return probability, self._pair_probabilities(views, position, ink, local)
 
     def predict(self, X):
         """1 (genuine) or 0 (forgery) per row: (n,)."""
