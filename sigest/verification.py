@@ -15,7 +15,8 @@ from .embedder import SiameseEmbedder
 from .nn import local_best_matches, local_match_distance
 
 __all__ = ["LogisticSiameseRegression", "VotingVerifier", "embed_distinct", "ink_difference", "local_distance_ratio",
-           "local_pair_distances", "local_set_distance_ratio", "pair_features", "pairs_to_targets"]
+           "local_pair_distances", "local_pair_match_distances", "local_set_distance_ratio", "pair_features",
+           "pairs_to_targets"]
 
 
 VECTOR_VIEWS = ("penultimate", "strips", "texture")  # views compared by the Euclidean distance of their rows
@@ -390,15 +391,17 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         within 0.5 point of 10.
     extra_views : tuple of {"penultimate", "strips", "texture", "local"}, default=("texture",)
         Views whose distance (minus the Euclidean distance between the pair's two whitened views, the
-        strips' distances averaged; for ``"local"``, :func:`sigest.nn.local_match_distance` of the two
-        grids of local descriptors, strokes matched position by position within ``LOCAL_REACH``) joins
-        the features, multiplied by ``view_scaling``. Needs an embedder with ``transform_views``
+        strips' distances averaged) joins the features, multiplied by ``view_scaling``; ``"local"`` adds
+        two: the grids of local descriptors matched position by position within ``LOCAL_REACH``, the
+        reference's strokes found in the questioned signature and the questioned one's found in the
+        reference (:func:`local_pair_match_distances`). Needs an embedder with ``transform_views``
         (:class:`~sigest.SiameseEmbedder`); ``()`` compares the embedding alone. With the pair head
         fitted as :func:`sigest.training.fit_pair_head` does (with ink), on 22 networks of the 11-fold
         protocol (README), the texture view took the single-pair EER from 6.7 / 15.9 / 11.1 % to
         5.9 / 13.6 / 9.4 % (Bengali / CEDAR / Dutch; CEDAR lower in 18 of 22). Adding ``"local"`` on
-        the 22 networks trained with the local loss: 4.53 / 12.07 / 5.87 % -> 4.10 / 11.49 / 5.52 %
-        (lower in 16 / 16 / 14 of 22), at one local match (about 0.3 ms on a CPU core) a pair.
+        the 22 networks trained with the local loss: 4.53 / 12.07 / 5.87 % -> 4.02 / 10.83 / 5.39 %
+        (their mean as one input instead: 4.10 / 11.49 / 5.52 %), at one local match (about 0.3 ms on
+        a CPU core) a pair.
     view_scaling : float, default=10.0
         Multiplies the views' distances, for the same reason as ``ink_scaling``: unscaled, the L2
         penalty sized for the 2 x d embedding features shrank their weight and they gained nothing
@@ -563,7 +566,7 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         features = [pair_features(views["embedding"])]
         for name in self.extra_views:
             distance = distances[name] if name in distances else _pair_view_distance(name, views[name])
-            features.append(-self.view_scaling * distance[:, None])
+            features.append(-self.view_scaling * np.asarray(distance).reshape(len(features[0]), -1))
         if ink is not None:
             features.append(self.ink_scaling * ink_difference(ink))
         return np.hstack(features)
@@ -593,8 +596,8 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         ink : ndarray of shape (n_pairs, 2, m) or None
             The pairs' ink measures, required with ``compare_ink``.
         distances : dict or None
-            ``{"local": (n_pairs,)}``: the pairs' :func:`sigest.nn.local_match_distance`, computed
-            already (:class:`VotingVerifier` has it from its own matches), instead of matching the grids again.
+            ``{"local": (n_pairs, 2)}``: the pairs' :func:`local_pair_match_distances`, computed
+            already (:class:`VotingVerifier` has them from its own matches), instead of matching the grids again.
 
         Returns
         -------
@@ -611,9 +614,10 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         if not isinstance(embedded, dict) or "local" not in self.extra_views:
             return self._head_inputs(take_rows(embedded, at), ink)
         known = distances or {}
-        local = known["local"] if "local" in known else local_pair_distances(embedded["local"], at[:, 0], at[:, 1])
+        local = (known["local"] if "local" in known
+                 else local_pair_match_distances(embedded["local"], at[:, 0], at[:, 1]))
         gathered = {name: value[at] for name, value in embedded.items() if name != "local"}
-        return self._head_inputs(gathered, ink, {"local": np.asarray(local).reshape(len(at))})
+        return self._head_inputs(gathered, ink, {"local": np.asarray(local).reshape(len(at), 2)})
 
     def _pair_features(self, pairs):
         """The logistic regression's input for checked pairs (:class:`_Rows`), each distinct image embedded once."""
@@ -641,12 +645,12 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
 
 
 def _pair_view_distance(name, V):
-    """Distance of each pair in one view, V (n_pairs, 2, ...) -> (n_pairs,): the local view's
-    :func:`sigest.nn.local_match_distance`, the others' Euclidean (averaged over the strips)."""
+    """Distance of each pair in one view, V (n_pairs, 2, ...) -> (n_pairs,), or (n_pairs, 2) for the local view
+    (:func:`local_pair_match_distances`, each way); the others' Euclidean (averaged over the strips)."""
     if name == "local":
         n = len(V)
         grids = V.reshape(2 * n, *V.shape[2:])
-        return local_pair_distances(grids, np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2))
+        return local_pair_match_distances(grids, np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2))
     return np.linalg.norm(V[:, 0] - V[:, 1], axis=-1).reshape(len(V), -1).mean(axis=1)
 
 
@@ -663,6 +667,23 @@ def local_pair_distances(grids, first, second, reach=LOCAL_REACH, chunk=256):
     gathered ``chunk`` pairs at a time, not all at once.
     """
     return _in_chunks(lambda a, b: local_match_distance(a, b, reach).numpy(), grids, first, second, chunk)
+
+
+def local_pair_match_distances(grids, first, second, reach=LOCAL_REACH, chunk=256):
+    """Each pair's local match distance one way and the other: (n_pairs, 2).
+
+    Column 0: one minus the weighted best-match similarity of the positions of ``grids[first[i]]``
+    matched in ``grids[second[i]]`` (:func:`sigest.nn.local_best_matches`); column 1: the same of
+    the second's positions matched in the first. Their mean is :func:`sigest.nn.local_match_distance`.
+    For a (reference, questioned) pair: the reference's strokes found in the questioned signature, and
+    the questioned signature's strokes found in the reference.
+    """
+    def compare(a, b):
+        forward, backward = local_best_matches(a, b, reach)
+        return np.column_stack([1 - (forward * a.norm(dim=3)).sum((1, 2)).numpy(),
+                                1 - (backward * b.norm(dim=3)).sum((1, 2)).numpy()])
+
+    return _in_chunks(compare, grids, first, second, chunk)
 
 
 def _in_chunks(compare, grids, first, second, chunk=256):
@@ -742,15 +763,15 @@ def local_set_distance_ratio(grids, position, reach=LOCAL_REACH, rows_at_a_time=
 
 
 def _local_set_ratio_and_pairs(grids, position, reach=LOCAL_REACH, rows_at_a_time=512):
-    """:func:`local_set_distance_ratio` (n,), and from the same matches each (questioned, reference) pair's
-    :func:`sigest.nn.local_match_distance` (n, k)."""
+    """:func:`local_set_distance_ratio` (n,), and from the same matches each (reference, questioned) pair's
+    :func:`local_pair_match_distances` (n, k, 2)."""
     position = np.asarray(position)
     if position.ndim != 2 or position.shape[1] < 3:
         raise ValueError(f"position must be rows (questioned, ref_1, ..., ref_k), k >= 2; got shape {position.shape}")
     parts = [_local_set_ratio(grids, position[start:start + rows_at_a_time], reach)
              for start in range(0, len(position), rows_at_a_time)]
     if not parts:
-        return np.zeros(0), np.zeros((0, position.shape[1] - 1))
+        return np.zeros(0), np.zeros((0, position.shape[1] - 1, 2))
     return tuple(np.concatenate(part) for part in zip(*parts))
 
 
@@ -776,7 +797,7 @@ def _local_set_ratio(grids, position, reach):
     q_in_refs, refs_in_q, ref_in_ref = np.split(best, [n * k, 2 * n * k])
     q_in_each = (q_in_refs.reshape(n, k, -1) * q_weight[:, None]).sum(axis=2)  # (n, k): q matched in each reference
     each_in_q = (refs_in_q.reshape(n, k, -1) * ref_weight).sum(axis=2)  # each reference matched in q
-    pair_distance = 1 - (q_in_each + each_in_q) / 2  # local_match_distance of each (questioned, reference) pair
+    pair_distance = np.stack([1 - each_in_q, 1 - q_in_each], axis=2)  # (reference, questioned) pairs, each way
     q_in_refs = q_in_refs.reshape(n, k, -1).max(axis=1)
     refs_in_q = 1 - each_in_q.mean(axis=1)
     ref_in_ref = ref_in_ref.reshape(n, k, k - 1, -1)  # row, reference, other reference (first, second: row-major)
@@ -994,7 +1015,7 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
 
         embedded: each distinct image's embedding (p, d), or a dict of its views (p, ...) holding at least the
         ones the estimator compares (its ``head_views``); position (n, 1 + k) the rows' images among them; ink
-        (n, 1 + k, m) or None; local (n, k): each pair's local match distance if known -> (n, k).
+        (n, 1 + k, m) or None; local (n, k, 2): each pair's local match distances each way, if known -> (n, k).
         """
         if isinstance(embedded, dict):
             names = ("embedding", *getattr(self.estimator_, "extra_views", ()))
@@ -1002,7 +1023,7 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             embedded = {name: embedded[name] for name in names} if len(names) > 1 else embedded["embedding"]
         n, m = position.shape
         at = self._as_pairs(position)
-        distances = None if local is None else {"local": local.ravel()}  # row-major, as the pairs
+        distances = None if local is None else {"local": local.reshape(-1, 2)}  # row-major, as the pairs
         return _proba_at(self.estimator_, embedded, at, self._as_pairs(ink), distances).reshape(n, m - 1)
 
     def distance_ratio(self, X):
@@ -1039,8 +1060,8 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def _log_ratios(self, views, position):
         """(n, 1 + number of extra_views) log distance ratios of the embedding and ``extra_views``, in that order,
         of the rows ``position`` (n, 1 + k) among the images of ``views`` (:meth:`_row_views`); and, with
-        ``"local_set"``, each (questioned, reference) pair's local match distance from the same matches (n, k),
-        else None."""
+        ``"local_set"``, each (reference, questioned) pair's local match distances each way from the same matches
+        (n, k, 2), else None."""
         columns, pairs = [], None
         for name in ("embedding", *self.extra_views):
             if name in LOCAL_VIEWS:

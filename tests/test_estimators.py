@@ -24,7 +24,7 @@ from sigest import (
     train_siamese_model,
 )
 from sigest.datasets import make_pairs, split_writers, writer_groups
-from sigest.nn import local_match_distance
+from sigest.nn import local_best_matches, local_match_distance
 from sigest.preprocessing import PreprocessImage
 from sigest.verification import ink_difference, local_set_distance_ratio, pair_features, pairs_to_targets, take_rows
 
@@ -406,13 +406,17 @@ def test_a_pair_head_with_the_local_view_adds_the_scaled_local_match_distance(vo
     pairs = PreprocessImage(size=SIZE).transform(X)
     head = LogisticSiameseRegression(FrozenEstimator(clf.embedder_), extra_views=("texture", "local"),
                                      random_state=0).fit(pairs, y)
-    assert head.classifier_.n_features_in_ == 2 * 16 + 2
+    assert head.classifier_.n_features_in_ == 2 * 16 + 3
     views = head.embed_views(pairs.reshape(-1, *pairs.shape[2:]))
     E, T = (views[name].reshape(len(pairs), 2, -1) for name in ("embedding", "texture"))
     grids = torch.as_tensor(views["local"])
-    local = local_match_distance(grids[0::2], grids[1::2]).numpy()  # the definition, pair by pair
+    reference, questioned = grids[0::2], grids[1::2]
+    found_in_questioned, found_in_reference = local_best_matches(reference, questioned)  # each way
+    local = np.column_stack([1 - (found_in_questioned * reference.norm(dim=3)).sum((1, 2)),
+                             1 - (found_in_reference * questioned.norm(dim=3)).sum((1, 2))])
+    np.testing.assert_allclose(local.mean(axis=1), local_match_distance(reference, questioned), rtol=1e-5)
     expected = np.hstack([pair_features(E), -10.0 * np.linalg.norm(T[:, 0] - T[:, 1], axis=1)[:, None],
-                          -10.0 * local[:, None]])
+                          -10.0 * local])
     np.testing.assert_allclose(head.decision_function(pairs), head.classifier_.decision_function(expected), rtol=1e-4)
     # pairs as positions among images held once, and pairs gathered two images each, score alike
     images = pairs.reshape(-1, *pairs.shape[2:])

@@ -111,7 +111,7 @@ def test_a_pair_head_with_extra_views_round_trips(fitted, tmp_path):
     labels = model.predict(X)  # any labels of both kinds: only the head is fitted, on the trained network
     labels[:2] = [0, 1]
     textured[-1].fit(textured[0].transform(X), labels)
-    assert textured[-1].classifier_.n_features_in_ == 2 * 16 + 2
+    assert textured[-1].classifier_.n_features_in_ == 2 * 16 + 3
     loaded = load(save(textured, tmp_path / "textured.safetensors"), device="cpu")
     assert loaded[-1].extra_views == ("texture", "local") and loaded[-1].view_scaling == 5.0
     np.testing.assert_allclose(loaded.predict_proba(X), textured.predict_proba(X), rtol=1e-5, atol=1e-6)
@@ -220,7 +220,7 @@ def test_the_shipped_verifier_loads_and_scores_path_pairs(small_signatures, tmp_
     assert voter.extra_views == ("penultimate", "strips", "texture", "local_set")
     assert voter.calibrator_.n_features_in_ == 7
     assert model[-1].embedder_.module_.local_mean.abs().sum() > 0  # the local view centred on the training images
-    assert model[-1].extra_views == ("texture", "local") and model[-1].classifier_.n_features_in_ == 2 * 128 + 2 + 2
+    assert model[-1].extra_views == ("texture", "local") and model[-1].classifier_.n_features_in_ == 2 * 128 + 3 + 2
     assert f"threshold {voter.threshold:.3f}" in card.SIGEST_BASE.value.meta["reference_voter"]
     assert len(meta["info"]["valid_writers"]) > 10 and not set(meta["info"]["valid_writers"]) & set(
         meta["info"]["train_writers"])
