@@ -12,7 +12,7 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
 from .embedder import SiameseEmbedder
-from .nn import local_best_matches, local_match_distance
+from .nn import local_best_matches
 
 __all__ = ["LogisticSiameseRegression", "VotingVerifier", "embed_distinct", "ink_difference", "local_distance_ratio",
            "local_pair_distances", "local_pair_match_distances", "local_set_distance_ratio", "pair_features",
@@ -664,9 +664,10 @@ def local_pair_distances(grids, first, second, reach=LOCAL_REACH, chunk=256):
     """:func:`sigest.nn.local_match_distance` of the grids ``grids[first[i]]`` and ``grids[second[i]]``: (n_pairs,).
 
     grids (p, H, W, C), one per distinct image; first, second (n_pairs,) int. The pairs' grids are
-    gathered ``chunk`` pairs at a time, not all at once.
+    gathered ``chunk`` pairs at a time, not all at once. The mean of :func:`local_pair_match_distances`'s
+    two ways.
     """
-    return _in_chunks(lambda a, b: local_match_distance(a, b, reach).numpy(), grids, first, second, chunk)
+    return local_pair_match_distances(grids, first, second, reach, chunk).mean(axis=1)
 
 
 def local_pair_match_distances(grids, first, second, reach=LOCAL_REACH, chunk=256):

@@ -26,7 +26,8 @@ from sigest import (
 from sigest.datasets import make_pairs, split_writers, writer_groups
 from sigest.nn import local_best_matches, local_match_distance
 from sigest.preprocessing import PreprocessImage
-from sigest.verification import ink_difference, local_set_distance_ratio, pair_features, pairs_to_targets, take_rows
+from sigest.verification import (ink_difference, local_pair_distances, local_pair_match_distances,
+                                 local_set_distance_ratio, pair_features, pairs_to_targets, take_rows)
 
 SIZE = (32, 64)
 
@@ -415,6 +416,10 @@ def test_a_pair_head_with_the_local_view_adds_the_scaled_local_match_distance(vo
     local = np.column_stack([1 - (found_in_questioned * reference.norm(dim=3)).sum((1, 2)),
                              1 - (found_in_reference * questioned.norm(dim=3)).sum((1, 2))])
     np.testing.assert_allclose(local.mean(axis=1), local_match_distance(reference, questioned), rtol=1e-5)
+    first, second = np.arange(0, len(grids), 2), np.arange(1, len(grids), 2)
+    np.testing.assert_allclose(local_pair_match_distances(views["local"], first, second), local, rtol=1e-5)
+    np.testing.assert_allclose(local_pair_distances(views["local"], first, second, chunk=5), local.mean(axis=1),
+                               rtol=1e-5)
     expected = np.hstack([pair_features(E), -10.0 * np.linalg.norm(T[:, 0] - T[:, 1], axis=1)[:, None],
                           -10.0 * local])
     np.testing.assert_allclose(head.decision_function(pairs), head.classifier_.decision_function(expected), rtol=1e-4)
