@@ -127,7 +127,7 @@ def _proba_at(estimator, embedded, at, ink, distances=None):
 
     embedded: ``_head_views(estimator, images)`` of p images; at (n_pairs, 2) int positions among them; ink
     (n_pairs, 2, m) or None -> (n_pairs,). The estimator's ``proba_at`` where it has one (it need not gather
-    every pair's views; ``distances``, {view: (n_pairs,)}, are pair distances known already), else
+    every pair's views; ``distances``, {"local": (n_pairs, 2)}, are pair distances known already), else
     ``proba_from_embeddings`` of the gathered pairs, handed the ink when it compares ink.
     """
     if hasattr(estimator, "proba_at"):
@@ -555,8 +555,8 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
 
     def _head_inputs(self, embeddings, ink, distances=None):
         """The logistic regression's input: :func:`pair_features` of the embedding, ``view_scaling`` x minus each
-        extra view's distance, then ``ink_scaling`` x the ink differences. ``distances``: {view: (n_pairs,)}
-        computed already, for views not in ``embeddings``."""
+        extra view's distance, then ``ink_scaling`` x the ink differences. ``distances``: {view: (n_pairs,) or
+        (n_pairs, 2) for the local view} computed already, for views not in ``embeddings``."""
         distances = distances or {}
         views = embeddings if isinstance(embeddings, dict) else {"embedding": embeddings}
         missing = [name for name in ("embedding", *self.extra_views) if name not in views and name not in distances]
@@ -613,11 +613,11 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         view's grids are compared where they lie, never gathered two per pair, unless ``distances`` holds it."""
         if not isinstance(embedded, dict) or "local" not in self.extra_views:
             return self._head_inputs(take_rows(embedded, at), ink)
-        known = distances or {}
-        local = (known["local"] if "local" in known
-                 else local_pair_match_distances(embedded["local"], at[:, 0], at[:, 1]))
+        distances = dict(distances or {})
+        if "local" not in distances:
+            distances["local"] = local_pair_match_distances(embedded["local"], at[:, 0], at[:, 1])
         gathered = {name: value[at] for name, value in embedded.items() if name != "local"}
-        return self._head_inputs(gathered, ink, {"local": np.asarray(local).reshape(len(at), 2)})
+        return self._head_inputs(gathered, ink, distances)
 
     def _pair_features(self, pairs):
         """The logistic regression's input for checked pairs (:class:`_Rows`), each distinct image embedded once."""
