@@ -25,11 +25,11 @@ from sigest.training import fit_pair_head, fit_whitening, fit_reference_voter, v
 from sigest.verification import LOCAL_PAIR_VIEWS, LOCAL_VOTER_VIEWS, PAIR_VIEWS, VOTER_VIEWS
 
 
-def pipeline_from_run(run, cache, whitening=0.1, voter_views=VOTER_VIEWS, pair_views=PAIR_VIEWS):
+def pipeline_from_run(run, cache, whitening=0.1, voter_views=VOTER_VIEWS, pair_views=PAIR_VIEWS, local_pooling=1):
     """The fitted pipeline of a ``recipe.py --save`` run (a dict of ``torch.load``): the network whitened by its
     training writers' spread (shrinkage ``whitening``, 0 for none), the pair head (comparing ``pair_views``
     beside the embedding), its threshold and the voter (comparing ``voter_views``) fitted on its validation
-    writers."""
+    writers; both pool the local grids by ``local_pooling``."""
     settings = run["args"]
     net = SiameseEmbedder(module__backbone=settings["backbone"], module__embedding_dim=settings["dim"],
                           module__attention_stages=tuple(settings["attention"]), device="cpu")
@@ -44,11 +44,12 @@ def pipeline_from_run(run, cache, whitening=0.1, voter_views=VOTER_VIEWS, pair_v
     if whitening:
         own = table[table["writer"].isin(run["train_writers"]) & table["genuine"]]
         fit_whitening(net, images, table["writer"].to_numpy(), rows=own["_row"].to_numpy(), shrinkage=whitening)
-    verifier = fit_pair_head(net, valid, images, ink=cache.ink, extra_views=pair_views, random_state=0)
+    verifier = fit_pair_head(net, valid, images, ink=cache.ink, extra_views=pair_views, local_pooling=local_pooling,
+                             random_state=0)
     preprocessor = cache_preprocessor(cache, n_jobs=None).set_params(measure_ink=cache.ink is not None)
     model = verifier_pipeline(preprocessor, verifier)
     model.reference_voter_ = fit_reference_voter(verifier, valid, images, ink=cache.ink, extra_views=voter_views,
-                                                 random_state=0)
+                                                 local_pooling=local_pooling, random_state=0)
     return model
 
 
@@ -73,6 +74,8 @@ def main():
     parser.add_argument("--from-model", action="store_true", help="RUN is a sigest model file: keep its network")
     parser.add_argument("--local-view", action="store_true",
                         help="the voter and the pair head also compare the local view")
+    parser.add_argument("--local-pooling", type=int, default=1, metavar="N",
+                        help="with --local-view: pool the local grids N x N before matching (sigest-base-fast: 2)")
     args = parser.parse_args()
     if args.from_model:
         run, info = run_from_model(args.run)
@@ -89,7 +92,8 @@ def main():
                 "epochs_trained": len(run["history"])}
     model = pipeline_from_run(run, load_cache(args.cache), whitening=args.whitening,
                               voter_views=LOCAL_VOTER_VIEWS if args.local_view else VOTER_VIEWS,
-                              pair_views=LOCAL_PAIR_VIEWS if args.local_view else PAIR_VIEWS)
+                              pair_views=LOCAL_PAIR_VIEWS if args.local_view else PAIR_VIEWS,
+                              local_pooling=args.local_pooling)
     save(model, args.out, info=info)
     print(f"threshold {model[-1].threshold:.4f}, voter threshold {model.reference_voter_.threshold:.4f}; "
           f"wrote {args.out}")

@@ -29,8 +29,11 @@ what ``sigest train --local-view`` ships). Per feature set and test data set: EE
 (global threshold), and accuracy at the validation writers' EER threshold beside the test oracle's.
 Means and sd over runs.
 
+``--local-pooling 2`` pools the local grids 2 x 2 before they are matched, as ``sigest-base-fast`` does
+(``VotingVerifier(local_pooling=2)``, the pair head's too).
+
 Usage: python benchmarks/views.py CACHE.npz RUNS.pt [...] [--k 5] [--draws 5] [--out RUNS.csv] [--device cuda]
-       [--references-only]
+       [--references-only] [--local-pooling N]
 """
 
 import argparse
@@ -43,10 +46,10 @@ from sklearn.linear_model import LogisticRegression
 from sigest.cache import cache_images, load_cache
 from sigest.metrics import equal_error_rate, within_writer_pairs
 from sigest.embedder import SiameseEmbedder
-from sigest.nn import SiameseResNet
+from sigest.nn import SiameseResNet, pool_local_descriptors, pooled_reach
 from sigest.training import fit_pair_head, fit_whitening
-from sigest.verification import (VotingVerifier, ink_difference, local_distance_ratio, local_pair_distances,
-                                 local_set_distance_ratio)
+from sigest.verification import (LOCAL_REACH, VotingVerifier, ink_difference, local_distance_ratio,
+                                 local_pair_distances, local_set_distance_ratio)
 
 from scoring import accuracy, score_role  # benchmarks/scoring.py, beside this script
 
@@ -85,8 +88,9 @@ def view_columns(name, score):
     return score(name)
 
 
-def reference_rows(E, base, k, draw):
-    """k-reference rows of the validation and test writers, with each view's log distance ratio as a column."""
+def reference_rows(E, base, k, draw, reach=LOCAL_REACH):
+    """k-reference rows of the validation and test writers, with each view's log distance ratio as a column (the
+    local grids matched within ``reach``)."""
     tables = {}
     for role in ("valid", "test"):
         per_view = {name: score_role({**base, "embeddings": V}, role, k, np.random.RandomState(draw), 100, 1000,
@@ -95,13 +99,13 @@ def reference_rows(E, base, k, draw):
         tables[role] = table.assign(**{f"log_{n}": np.log(-t["ratio"].to_numpy()) for n, t in per_view.items()})
         if "local" in E:  # the same rows' images, compared by local_match_distance as the voter compares them
             position = np.column_stack([table["questioned"], np.stack(table["references"].to_numpy())])
-            tables[role]["log_local"] = np.log(local_distance_ratio(E["local"], position))
-            tables[role]["log_local_set"] = np.log(local_set_distance_ratio(E["local"], position))
+            tables[role]["log_local"] = np.log(local_distance_ratio(E["local"], position, reach))
+            tables[role]["log_local_set"] = np.log(local_set_distance_ratio(E["local"], position, reach))
     return tables["valid"], tables["test"]
 
 
-def k_reference_results(E, base, k, draw):
-    valid, test = reference_rows(E, base, k, draw)
+def k_reference_results(E, base, k, draw, reach=LOCAL_REACH):
+    valid, test = reference_rows(E, base, k, draw, reach)
     out = []
     for set_name, views in FEATURE_SETS.items():
         def features(table, views=views):
@@ -122,15 +126,15 @@ def k_reference_results(E, base, k, draw):
     return out
 
 
-def pair_distance(E, name, a, b):
+def pair_distance(E, name, a, b, reach=LOCAL_REACH):
     """Each pair's distance in one view: (n_pairs,) for the images a[i], b[i]; the local view's by
-    :func:`sigest.verification.local_pair_distances`, the others' Euclidean."""
+    :func:`sigest.verification.local_pair_distances` within ``reach``, the others' Euclidean."""
     if name == "local":
-        return local_pair_distances(E["local"], a, b)
+        return local_pair_distances(E["local"], a, b, reach)
     return np.linalg.norm(E[name][a] - E[name][b], axis=1)
 
 
-def pair_results(E, base):
+def pair_results(E, base, reach=LOCAL_REACH):
     """Single pairs: logistic on minus each view's distance and the ink differences (validation writers' pairs);
     the rows of ``pair_head_results`` are added by the caller."""
     def exhaustive(role):
@@ -142,7 +146,7 @@ def pair_results(E, base):
     out = []
     for set_name, views in PAIR_SETS.items():
         def features(a, b, views=views):
-            distances = [view_columns(v, lambda n: -pair_distance(E, n, a, b)) for v in views]
+            distances = [view_columns(v, lambda n: -pair_distance(E, n, a, b, reach)) for v in views]
             return np.column_stack(distances + [ink_difference(np.stack([base["ink"][a], base["ink"][b]], axis=1))])
 
         model = LogisticRegression(C=VotingVerifier(None).C, max_iter=1000).fit(features(va, vb), vy)
@@ -157,10 +161,10 @@ def pair_results(E, base):
     return out
 
 
-def pair_head_results(net, images, table, base):
+def pair_head_results(net, images, table, base, local_pooling=1):
     """Single pairs scored by the library's pair head (:func:`sigest.training.fit_pair_head`, with ink), without and
-    with the texture distance, and with the local one too: EER and accuracy at its own threshold (chosen on the
-    validation writers)."""
+    with the texture distance, and with the local one too (its grids pooled by ``local_pooling``): EER and accuracy
+    at its own threshold (chosen on the validation writers)."""
     frame = table.rename(columns={"index": "_row"})
     rows = np.flatnonzero(base["role"] == "test")
     first, second, label = within_writer_pairs(base["writer"][rows], base["genuine"][rows])
@@ -168,7 +172,8 @@ def pair_head_results(net, images, table, base):
     out = []
     for set_name, extra in (("global", ()), ("global + texture", ("texture",)),
                             ("global + texture + local", ("texture", "local"))):
-        head = fit_pair_head(net, frame[base["role"] == "valid"], images, ink=base["ink"], extra_views=extra)
+        head = fit_pair_head(net, frame[base["role"] == "valid"], images, ink=base["ink"], extra_views=extra,
+                             local_pooling=local_pooling)
         used = np.unique(np.r_[a, b])
         proba = head.proba_at(head.head_views(images[used]), np.searchsorted(used, np.column_stack([a, b])),
                               ink=base["ink"][np.column_stack([a, b])])
@@ -209,7 +214,10 @@ def main():
     parser.add_argument("--device", default="cpu", help="where the network embeds the images (cpu, cuda)")
     parser.add_argument("--references-only", action="store_true",
                         help="score the k-reference rows only, not single pairs (faster)")
+    parser.add_argument("--local-pooling", type=int, default=1, metavar="N",
+                        help="pool the local grids N x N before matching them (default %(default)s: as they are)")
     args = parser.parse_args()
+    reach = pooled_reach(LOCAL_REACH, args.local_pooling)
     cache = load_cache(args.cache)
     if cache.ink is None:
         parser.error("the cache holds no ink measures (make it with sigest prepare)")
@@ -221,10 +229,12 @@ def main():
                 "dataset": table["dataset"].to_numpy().astype(str), "role": role, "ink": cache.ink}
         net, E = whitened_views(settings, weights, images, (base["role"] == "train") & base["genuine"],
                                 base["writer"], device=args.device)
+        E["local"] = pool_local_descriptors(torch.as_tensor(E["local"]), args.local_pooling).numpy()
         for draw in range(args.draws):
-            rows += [{"file": path, **r} for r in k_reference_results(E, base, args.k, draw)]
+            rows += [{"file": path, **r} for r in k_reference_results(E, base, args.k, draw, reach)]
         if not args.references_only:
-            rows += [{"file": path, **r} for r in pair_results(E, base) + pair_head_results(net, images, table, base)]
+            rows += [{"file": path, **r} for r in pair_results(E, base, reach)
+                     + pair_head_results(net, images, table, base, args.local_pooling)]
         print(f"{path}: {chosen}", flush=True)
     frame = pd.DataFrame(rows)
     per_run = frame.groupby(["rule", "set", "test", "file"])[["EER", "acc", "acc_oracle"]].mean()

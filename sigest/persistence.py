@@ -33,10 +33,10 @@ from .verification import LogisticSiameseRegression, VotingVerifier
 
 __all__ = ["save", "load", "FORMAT_VERSION", "ModelFormatError"]
 
-FORMAT_VERSION = 6  # 2: the view whitening, the voter's extra views; 3: the texture view, the head's extra views;
+FORMAT_VERSION = 7  # 2: the view whitening, the voter's extra views; 3: the texture view, the head's extra views;
 # 4: the local view's centre (embedder.local_mean), the voter's local ratio; 5: the voter's set-matched local ratio;
-# 6: the pair head's local match distance
-_READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
+# 6: the pair head's local match distance; 7: the local grids' pooling (head and voter)
+_READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7)
 _PREPROCESSORS = {cls.__name__: cls for cls in (PreprocessImage, TestPreprocessImage)}
 _ARCHITECTURE = ("backbone", "embedding_dim", "attention", "attention_stages", "in_channels", "dropout")
 
@@ -114,7 +114,8 @@ def save(model, path, *, info=None):
         "history": _plain_history(verifier.embedder_.history_),
         "head": {"C": verifier.C, "threshold": float(verifier.threshold), "compare_ink": bool(verifier.compare_ink),
                  "ink_scaling": float(verifier.ink_scaling), "extra_views": list(verifier.extra_views),
-                 "view_scaling": float(verifier.view_scaling), "classes": [int(c) for c in verifier.classes_]},
+                 "view_scaling": float(verifier.view_scaling), "local_pooling": int(verifier.local_pooling),
+                 "classes": [int(c) for c in verifier.classes_]},
         "info": {**({"writers": list(model.learned_writers_)} if hasattr(model, "learned_writers_") else {}),
                  **(info or {})},
     }
@@ -122,7 +123,8 @@ def save(model, path, *, info=None):
         document["reference_voter"] = {"voting": voter.voting, "threshold": float(voter.threshold),
                                        "n_references": int(voter.n_references_),
                                        "compare_ink": bool(voter.compare_ink), "C": float(voter.C),
-                                       "extra_views": list(voter.extra_views)}
+                                       "extra_views": list(voter.extra_views),
+                                       "local_pooling": int(voter.local_pooling)}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp),
@@ -199,7 +201,8 @@ def load(path, *, device="auto"):
                                          compare_ink=head.get("compare_ink", False),
                                          ink_scaling=head.get("ink_scaling", 1.0),
                                          extra_views=tuple(head.get("extra_views", ())),  # files before: ()
-                                         view_scaling=head.get("view_scaling", 10.0))
+                                         view_scaling=head.get("view_scaling", 10.0),
+                                         local_pooling=head.get("local_pooling", 1))  # files before: unpooled
     verifier.embedder_ = embedder
     verifier.classifier_ = classifier
     verifier.classes_ = classifier.classes_
@@ -226,7 +229,8 @@ def _reference_voter(verifier, spec, tensors):
     """The fitted distance-ratio :class:`VotingVerifier` a file describes, around the loaded verifier."""
     voter = VotingVerifier(FrozenEstimator(verifier), voting=spec["voting"], threshold=spec["threshold"],
                            compare_ink=spec.get("compare_ink", False), C=spec.get("C", 1.0),
-                           extra_views=tuple(spec.get("extra_views", ())))  # files before the views: ()
+                           extra_views=tuple(spec.get("extra_views", ())),  # files before the views: ()
+                           local_pooling=spec.get("local_pooling", 1))
     voter.estimator_ = FrozenEstimator(verifier)
     voter.calibrator_ = _fitted_logistic(tensors["voter.coef"], tensors["voter.intercept"], [0, 1], C=voter.C)
     voter.classes_ = np.array([0, 1])

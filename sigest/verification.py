@@ -1,6 +1,6 @@
 """Verification estimators: a pair classifier on Siamese features and a vote over k references."""
 
-from numbers import Real
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted
 
 from .embedder import SiameseEmbedder
-from .nn import local_best_matches
+from .nn import local_best_matches, pool_local_descriptors, pooled_reach
 
 __all__ = ["LogisticSiameseRegression", "VotingVerifier", "embed_distinct", "ink_difference", "local_distance_ratio",
            "local_pair_distances", "local_pair_match_distances", "local_set_distance_ratio", "pair_features",
@@ -28,6 +28,14 @@ PAIR_VIEWS = ("texture",)  # what the pair classifier compares beside the embedd
 PAIR_EXTRA_VIEWS = (*VECTOR_VIEWS, "local")  # every view the pair classifier can compare beside the embedding
 LOCAL_PAIR_VIEWS = (*PAIR_VIEWS, "local")  # the same and the local view (sigest train --local-view, sigest-base)
 LOCAL_REACH = (4, 6)  # the local view's largest match offset, rows and columns of its grid (local_match_distance)
+
+
+def _pooled_grids(grids, pooling):
+    """The local view's grids (p, H, W, C) pooled ``pooling`` x ``pooling`` (:func:`sigest.nn.pool_local_descriptors`)
+    and the reach to match them within: (grids, (rows, columns))."""
+    if pooling > 1:
+        grids = pool_local_descriptors(torch.as_tensor(grids), pooling).numpy()
+    return grids, pooled_reach(LOCAL_REACH, pooling)
 
 
 def pair_features(embeddings):
@@ -402,6 +410,10 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         the 22 networks trained with the local loss: 4.53 / 12.07 / 5.87 % -> 4.02 / 10.83 / 5.39 %
         (their mean as one input instead: 4.10 / 11.49 / 5.52 %), at one local match (about 0.3 ms on
         a CPU core) a pair.
+    local_pooling : int, default=1
+        With ``"local"``: the grids pooled ``local_pooling`` x ``local_pooling`` before they are matched
+        (:func:`sigest.nn.pool_local_descriptors`, within ``LOCAL_REACH`` divided by it, rounded up):
+        2 makes a pair's match about 7x cheaper, at some accuracy (the README's speed section).
     view_scaling : float, default=10.0
         Multiplies the views' distances, for the same reason as ``ink_scaling``: unscaled, the L2
         penalty sized for the 2 x d embedding features shrank their weight and they gained nothing
@@ -443,11 +455,12 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         "ink_scaling": [Interval(Real, 0, None, closed="neither")],
         "extra_views": ["array-like"],
         "view_scaling": [Interval(Real, 0, None, closed="neither")],
+        "local_pooling": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
     }
 
     def __init__(self, embedder=None, *, fine_tune=False, C=1.0, threshold=0.5, compare_ink=False,
-                 ink_scaling=10.0, extra_views=PAIR_VIEWS, view_scaling=10.0, random_state=None):
+                 ink_scaling=10.0, extra_views=PAIR_VIEWS, view_scaling=10.0, local_pooling=1, random_state=None):
         self.embedder = embedder
         self.fine_tune = fine_tune
         self.C = C
@@ -456,6 +469,7 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         self.ink_scaling = ink_scaling
         self.extra_views = extra_views
         self.view_scaling = view_scaling
+        self.local_pooling = local_pooling
         self.random_state = random_state
 
     def __sklearn_tags__(self):
@@ -565,7 +579,8 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
                              f"{missing} missing (give the dict head_views returns)")
         features = [pair_features(views["embedding"])]
         for name in self.extra_views:
-            distance = distances[name] if name in distances else _pair_view_distance(name, views[name])
+            distance = (distances[name] if name in distances
+                        else _pair_view_distance(name, views[name], self.local_pooling))
             features.append(-self.view_scaling * np.asarray(distance).reshape(len(features[0]), -1))
         if ink is not None:
             features.append(self.ink_scaling * ink_difference(ink))
@@ -596,8 +611,9 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         ink : ndarray of shape (n_pairs, 2, m) or None
             The pairs' ink measures, required with ``compare_ink``.
         distances : dict or None
-            ``{"local": (n_pairs, 2)}``: the pairs' :func:`local_pair_match_distances`, computed
-            already (:class:`VotingVerifier` has them from its own matches), instead of matching the grids again.
+            ``{"local": (n_pairs, 2)}``: the pairs' :func:`local_pair_match_distances` (of the grids
+            pooled by ``local_pooling``), computed already (:class:`VotingVerifier` has them from its own
+            matches), instead of matching the grids again.
 
         Returns
         -------
@@ -615,7 +631,8 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
             return self._head_inputs(take_rows(embedded, at), ink)
         distances = dict(distances or {})
         if "local" not in distances:
-            distances["local"] = local_pair_match_distances(embedded["local"], at[:, 0], at[:, 1])
+            grids, reach = _pooled_grids(embedded["local"], self.local_pooling)
+            distances["local"] = local_pair_match_distances(grids, at[:, 0], at[:, 1], reach)
         gathered = {name: value[at] for name, value in embedded.items() if name != "local"}
         return self._head_inputs(gathered, ink, distances)
 
@@ -644,13 +661,14 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
 
 
 
-def _pair_view_distance(name, V):
+def _pair_view_distance(name, V, local_pooling=1):
     """Distance of each pair in one view, V (n_pairs, 2, ...) -> (n_pairs,), or (n_pairs, 2) for the local view
-    (:func:`local_pair_match_distances`, each way); the others' Euclidean (averaged over the strips)."""
+    (:func:`local_pair_match_distances` of the grids pooled by ``local_pooling``, each way); the others' Euclidean
+    (averaged over the strips)."""
     if name == "local":
         n = len(V)
-        grids = V.reshape(2 * n, *V.shape[2:])
-        return local_pair_match_distances(grids, np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2))
+        grids, reach = _pooled_grids(V.reshape(2 * n, *V.shape[2:]), local_pooling)
+        return local_pair_match_distances(grids, np.arange(0, 2 * n, 2), np.arange(1, 2 * n, 2), reach)
     return np.linalg.norm(V[:, 0] - V[:, 1], axis=-1).reshape(len(V), -1).mean(axis=1)
 
 
@@ -886,6 +904,12 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         reference; model format 5 on; lower EER than ``"local"`` at the same cost, measured there); ``sigest train
         --local-view`` and ``sigest-base`` use it. Neither is in the default because they cost speed:
         see the README ("Where the strokes are").
+    local_pooling : int, default=1
+        With ``"local"`` or ``"local_set"``: the grids pooled ``local_pooling`` x ``local_pooling``
+        before they are matched (:func:`sigest.nn.pool_local_descriptors`, within ``LOCAL_REACH``
+        divided by it, rounded up). 2 (``sigest-base-fast``) makes the matching about 7x cheaper; its
+        accuracy is in the README's speed section. :meth:`verify` hands its pair matches to a pair
+        estimator that pools as it does, and lets any other match the grids its own way.
     C : float, default=100.0
         Inverse L2 regularisation of the calibration (``voting="normalized"``). It fits one weight
         per view and two for the ink on hundreds of rows, and the ink differences are small numbers
@@ -923,16 +947,18 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         "compare_ink": ["boolean"],
         "extra_views": ["array-like"],
         "C": [Interval(Real, 0, None, closed="neither")],
+        "local_pooling": [Interval(Integral, 1, None, closed="left")],
     }
 
     def __init__(self, estimator, *, voting="soft", threshold=0.5, compare_ink=False,
-                 extra_views=VOTER_VIEWS, C=100.0):
+                 extra_views=VOTER_VIEWS, C=100.0, local_pooling=1):
         self.estimator = estimator
         self.voting = voting
         self.threshold = threshold
         self.compare_ink = compare_ink
         self.extra_views = extra_views
         self.C = C
+        self.local_pooling = local_pooling
 
     def __sklearn_tags__(self):
         return _image_pair_tags(super().__sklearn_tags__())
@@ -1066,10 +1092,11 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         columns, pairs = [], None
         for name in ("embedding", *self.extra_views):
             if name in LOCAL_VIEWS:
+                grids, reach = _pooled_grids(views[name], self.local_pooling)
                 if name == "local":
-                    ratio = local_distance_ratio(views[name], position)
+                    ratio = local_distance_ratio(grids, position, reach)
                 else:
-                    ratio, pairs = _local_set_ratio_and_pairs(views[name], position)
+                    ratio, pairs = _local_set_ratio_and_pairs(grids, position, reach)
                 columns.append(np.log(np.maximum(ratio, 1e-6)))
                 continue
             V = views[name][position]
@@ -1142,6 +1169,8 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             per_reference = self.reference_probabilities(X)
             return self.combine(per_reference), per_reference
         probability, (views, position, local), ink = self._calibrated(X)
+        if getattr(self.estimator_, "local_pooling", 1) != self.local_pooling:  # the pair head matches other grids
+            local = None
         return probability, self._pair_probabilities(views, position, ink, local)
 
     def predict(self, X):

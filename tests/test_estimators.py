@@ -24,7 +24,7 @@ from sigest import (
     train_siamese_model,
 )
 from sigest.datasets import make_pairs, split_writers, writer_groups
-from sigest.nn import local_best_matches, local_match_distance
+from sigest.nn import local_best_matches, local_match_distance, pool_local_descriptors
 from sigest.preprocessing import PreprocessImage
 from sigest.verification import (ink_difference, local_pair_distances, local_pair_match_distances,
                                  local_set_distance_ratio, pair_features, pairs_to_targets, take_rows)
@@ -633,3 +633,41 @@ def test_pair_classifier_embeds_a_shared_reference_once(pair_data):
     clf.embedder_.transform = lambda images: seen.append(len(images)) or original(images)
     np.testing.assert_allclose(clf.predict_proba(pairs)[:, 1], expected, rtol=1e-5)
     assert seen == [6]
+
+
+def test_pooled_local_grids_are_matched_within_the_pooled_reach_by_the_head_and_the_voter(voter_rows, pair_data):
+    clf, rows, labels = voter_rows
+    _, _, X, y = pair_data
+    pairs = PreprocessImage(size=SIZE).transform(X)
+    head = LogisticSiameseRegression(FrozenEstimator(clf.embedder_), extra_views=("texture", "local"),
+                                     local_pooling=2, random_state=0).fit(pairs, y)
+    views = head.embed_views(pairs.reshape(-1, *pairs.shape[2:]))
+    E, T = (views[name].reshape(len(pairs), 2, -1) for name in ("embedding", "texture"))
+    pooled = pool_local_descriptors(torch.as_tensor(views["local"]), 2).numpy()
+    assert pooled.shape[1:3] == (2, 4)  # the 4 x 8 grid of 32 x 64 images
+    first, second = np.arange(0, 2 * len(pairs), 2), np.arange(1, 2 * len(pairs), 2)
+    local = local_pair_match_distances(pooled, first, second, reach=(2, 3))
+    assert not np.allclose(local, local_pair_match_distances(views["local"], first, second), atol=1e-3)
+    expected = np.hstack([pair_features(E), -10.0 * np.linalg.norm(T[:, 0] - T[:, 1], axis=1)[:, None],
+                          -10.0 * local])
+    np.testing.assert_allclose(head.decision_function(pairs), head.classifier_.decision_function(expected), rtol=1e-4)
+    np.testing.assert_allclose(head.proba_from_embeddings(take_rows(head.head_views(pairs.reshape(-1, *pairs.shape[2:])),
+                                                                    np.column_stack([first, second]))),
+                               head.predict_proba(pairs)[:, 1], rtol=1e-5)
+    # the voter's set-matched ratio of the pooled grids
+    row_views = head.embed_views(rows.reshape(-1, *rows.shape[2:]))
+    row_pooled = pool_local_descriptors(torch.as_tensor(row_views["local"]), 2).numpy()
+    voter = VotingVerifier(FrozenEstimator(head), voting="normalized", extra_views=("local_set",),
+                           local_pooling=2).fit(rows, labels)
+    inputs = np.column_stack([np.log(voter.distance_ratio(rows)),
+                              np.log(local_set_distance_ratio(row_pooled, np.arange(32).reshape(8, 4), (2, 3)))])
+    np.testing.assert_allclose(voter.predict_proba(rows), voter.calibrator_.predict_proba(inputs), rtol=1e-4)
+    # the evidence is the head's own pair probability, whether the voter pools as the head does (its matches
+    # handed over) or not (the head matches its own grids)
+    for pooling in (2, 1):
+        other = VotingVerifier(FrozenEstimator(head), voting="normalized", extra_views=("local_set",),
+                               local_pooling=pooling).fit(rows, labels)
+        np.testing.assert_allclose(other.verify(rows)[1].ravel(),
+                                   head.predict_proba(VotingVerifier._as_pairs(rows))[:, 1], rtol=1e-5)
+    with pytest.raises(ValueError, match="local_pooling"):
+        LogisticSiameseRegression(FrozenEstimator(clf.embedder_), local_pooling=0).fit(pairs, y)

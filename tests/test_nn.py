@@ -20,6 +20,8 @@ from sigest.nn import (
     list_losses,
     local_best_matches,
     local_match_distance,
+    pool_local_descriptors,
+    pooled_reach,
     register_backbone,
     resnet_tiny,
     weighted_local_descriptors,
@@ -179,6 +181,29 @@ def test_local_match_distance_tolerates_shifts_within_its_reach_only():
     torch.testing.assert_close(local_match_distance(a, b, chunk=3), local_match_distance(a, b))
     with pytest.raises(ValueError, match=r"\(n, H, W, C\)"):
         local_match_distance(a, b[:, :5])
+
+
+def test_pooled_local_descriptors_sum_each_block_and_weigh_one_in_all():
+    torch.manual_seed(0)
+    grids = weighted_local_descriptors(torch.randn(3, 5, 7, 4), torch.zeros(4))
+    grids[2] = 0  # an image without ink stays without weight
+    pooled = pool_local_descriptors(grids, 2)
+    assert pooled.shape == (3, 3, 4, 4)  # the last row and column of blocks are smaller
+    blocks = torch.stack([torch.stack([grids[:, r:r + 2, c:c + 2].sum((1, 2)) for c in range(0, 7, 2)], dim=1)
+                          for r in range(0, 5, 2)], dim=1)
+    torch.testing.assert_close(pooled[:2], blocks[:2] / blocks[:2].norm(dim=3).sum((1, 2))[:, None, None, None])
+    torch.testing.assert_close(pooled[:2].norm(dim=3).sum((1, 2)), torch.ones(2))
+    assert not pooled[2].any()
+    torch.testing.assert_close(local_match_distance(pooled, pooled), torch.tensor([0.0, 0.0, 1.0]), atol=1e-6, rtol=0)
+    assert pool_local_descriptors(grids, 1) is grids
+    assert pooled_reach((4, 6), 1) == (4, 6) and pooled_reach((4, 6), 2) == (2, 3) and pooled_reach((4, 6), 4) == (1, 2)
+    for factor in (0, 1.5):
+        with pytest.raises(ValueError, match="positive integer"):
+            pool_local_descriptors(grids, factor)
+    # the pairs matched at a time (by default as many as fit 1.2 million similarities) change nothing
+    a, b = torch.randn(70, 3, 4, 5), torch.randn(70, 3, 4, 5)
+    for default, one_at_a_time in zip(local_best_matches(a, b, (1, 1)), local_best_matches(a, b, (1, 1), chunk=1)):
+        torch.testing.assert_close(default, one_at_a_time)
 
 
 def _dense_best_matches(a, b, reach):

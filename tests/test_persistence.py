@@ -107,13 +107,14 @@ def test_a_pair_head_with_extra_views_round_trips(fitted, tmp_path):
     model, X = fitted
     textured = copy.deepcopy(model)
     textured[-1].set_params(embedder=FrozenEstimator(textured[-1].embedder_), extra_views=("texture", "local"),
-                            view_scaling=5.0)
+                            view_scaling=5.0, local_pooling=2)
     labels = model.predict(X)  # any labels of both kinds: only the head is fitted, on the trained network
     labels[:2] = [0, 1]
     textured[-1].fit(textured[0].transform(X), labels)
     assert textured[-1].classifier_.n_features_in_ == 2 * 16 + 3
     loaded = load(save(textured, tmp_path / "textured.safetensors"), device="cpu")
     assert loaded[-1].extra_views == ("texture", "local") and loaded[-1].view_scaling == 5.0
+    assert loaded[-1].local_pooling == 2
     np.testing.assert_allclose(loaded.predict_proba(X), textured.predict_proba(X), rtol=1e-5, atol=1e-6)
 
 
@@ -125,8 +126,9 @@ def test_the_distance_ratio_voter_round_trips(fitted, small_signatures, tmp_path
     images, ink = model[0].transform_with_ink(list(table["image"]))
     at = np.array([[3, 0, 1, 2], [9, 0, 1, 2], [4, 5, 6, 7]])
     default = ("penultimate", "strips", "texture")
-    for with_ink, views in ((None, default), (ink, (*default, "local"))):
-        model.reference_voter_ = fit_reference_voter(model[-1], table, images, ink=with_ink, k=3, extra_views=views)
+    for with_ink, views, pooling in ((None, default, 1), (ink, (*default, "local"), 2)):
+        model.reference_voter_ = fit_reference_voter(model[-1], table, images, ink=with_ink, k=3, extra_views=views,
+                                                     local_pooling=pooling)
         try:
             if with_ink is not None:
                 with pytest.raises(ValueError, match="does not measure it"):
@@ -141,7 +143,7 @@ def test_the_distance_ratio_voter_round_trips(fitted, small_signatures, tmp_path
         assert twin.voting == "normalized" and twin.n_references_ == 3 and twin.threshold == voter.threshold
         assert twin.get_params()["C"] == voter.C == VotingVerifier(None).C
         assert twin.compare_ink == voter.compare_ink == loaded[0].measure_ink == (with_ink is not None)
-        assert twin.extra_views == voter.extra_views == views
+        assert twin.extra_views == voter.extra_views == views and twin.local_pooling == voter.local_pooling == pooling
         X = images[at] if with_ink is None else {"images": images[at], "ink": ink[at]}
         np.testing.assert_allclose(twin.predict_proba(X), voter.predict_proba(X), rtol=1e-5, atol=1e-6)
     assert "reference_voter" not in read_metadata(save(model, tmp_path / "plain.safetensors"))
@@ -161,9 +163,10 @@ def test_format_1_files_load_and_their_voter_scores_by_the_embedding_alone(fitte
     finally:
         voter = model.__dict__.pop("reference_voter_")  # the shared fixture stays as it was
     document = read_metadata(path)
-    assert document["format_version"] == FORMAT_VERSION == 6
+    assert document["format_version"] == FORMAT_VERSION == 7
     document["format_version"] = 1  # as sigest wrote it before the views: no view whitening, no extra views
     del document["reference_voter"]["extra_views"], document["head"]["extra_views"], document["head"]["view_scaling"]
+    del document["reference_voter"]["local_pooling"], document["head"]["local_pooling"]
     views = ("penultimate_whitening", "strip_whitening", "texture_whitening", "local_mean")
     tensors = {k: v for k, v in load_file(str(path)).items() if not k.endswith(views)}
     save_file(tensors, tmp_path / "v1.safetensors", metadata={"sigest": json.dumps(document)})

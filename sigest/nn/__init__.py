@@ -5,7 +5,8 @@ from .attention import SpatialAttention
 from .augment import InkJitter, SignatureAugment
 from .backbones import Backbone, fold_batch_norms, resnet_tiny
 from .losses import ArcFaceLoss, LocalMatchTripletLoss, ProxyAnchorLoss, SupConLoss, TripletLoss, identity_labels
-from .matching import local_best_matches, local_match_distance, weighted_local_descriptors
+from .matching import (local_best_matches, local_match_distance, pool_local_descriptors, pooled_reach,
+                       weighted_local_descriptors)
 from .registry import (
     get_attention,
     get_backbone,
@@ -41,6 +42,8 @@ __all__ = [
     "list_losses",
     "local_best_matches",
     "local_match_distance",
+    "pool_local_descriptors",
+    "pooled_reach",
     "register_attention",
     "register_backbone",
     "register_loss",
