@@ -212,7 +212,7 @@ def test_foreign_and_future_files_give_one_clear_error(fitted, tmp_path):
 
 
 def test_the_shipped_verifier_loads_and_scores_path_pairs(small_signatures, tmp_path):
-    assert sigest.list_pretrained() == ["sigest-base"]
+    assert sigest.list_pretrained() == ["sigest-base", "sigest-base-fast"]
     model = sigest.pretrained("sigest-base")
     meta = model.sigest_info_
     assert meta["preprocess"]["params"]["size"] == [150, 220] and 0 < model[-1].threshold < 1
@@ -248,6 +248,46 @@ def test_the_shipped_verifier_takes_rows_of_paths_as_a_pool(small_signatures, tm
     assert X["images"].shape[0] == 8 and X["rows"].shape == (4, 5)  # each file once
     np.testing.assert_allclose(model.reference_voter_.predict_proba(X), gathered, rtol=1e-5)
     np.testing.assert_allclose(model.predict_proba([row[:2] for row in rows]), pair_proba, rtol=1e-5)
+
+
+def test_the_fast_verifier_is_sigest_base_matching_pooled_grids(small_signatures, tmp_path, capsys):
+    import torch
+
+    from conftest import write_png
+    from sigest.pretrained import PretrainedVerifier as card
+
+    base, fast = sigest.pretrained("sigest-base", device="cpu"), sigest.pretrained("sigest-base-fast", device="cpu")
+    for (name, weight), (_, same) in zip(base[-1].embedder_.module_.state_dict().items(),
+                                         fast[-1].embedder_.module_.state_dict().items()):
+        assert torch.equal(weight, same), name  # one network
+    assert base[-1].local_pooling == base.reference_voter_.local_pooling == 1
+    assert fast[-1].local_pooling == fast.reference_voter_.local_pooling == 2
+    assert fast.reference_voter_.extra_views == base.reference_voter_.extra_views
+    assert abs(card.SIGEST_BASE_FAST.value.meta["threshold"] - fast[-1].threshold) < 1e-3
+    assert f"threshold {fast.reference_voter_.threshold:.3f}" in card.SIGEST_BASE_FAST.value.meta["reference_voter"]
+    paths = [str(write_png(tmp_path / f"{i}.png", im)) for i, im in enumerate(small_signatures.images[:4])]
+    status = main(["verify", "sigest-base-fast", "--reference", *paths[:3], "--questioned", paths[0]])
+    assert status == 0 and capsys.readouterr().out.startswith("GENUINE")
+
+
+def test_the_fast_verifier_decides_as_sigest_base_on_real_rows(real_data):
+    """The pooled grids change few decisions: CEDAR's validation writers of the shipped models, 5 references."""
+    from sigest.datasets import load_signatures, make_reference_sets
+
+    base, fast = sigest.pretrained("sigest-base", device="cpu"), sigest.pretrained("sigest-base-fast", device="cpu")
+    writers = [w for w in base.sigest_info_["info"]["valid_writers"] if w.startswith("cedar/")]
+    table = load_signatures([real_data.parent / "cedar"])  # writers qualified by their data set
+    table = table[table["writer"].isin(writers)].reset_index(drop=True)
+    sets = make_reference_sets(table, 5, random_state=0)
+    base[0].set_params(pool_rows=True)
+    X = base[:-1].transform(sets[["questioned", *(f"ref_{i}" for i in range(1, 6))]].to_numpy().tolist())
+    decisions = {name: model.reference_voter_.predict(X) for name, model in (("base", base), ("fast", fast))}
+    label = sets["label"].to_numpy()
+    agreement = np.mean(decisions["base"] == decisions["fast"])
+    accuracy = {name: np.mean(d == label) for name, d in decisions.items()}
+    print(f"{len(sets)} rows of {len(writers)} writers: agreement {agreement:.3f}, accuracy {accuracy}")
+    # measured on all 18 validation writers (657 rows): agreement 0.995, accuracy 0.979 (base) and 0.974 (fast)
+    assert len(writers) >= 5 and agreement >= 0.95 and accuracy["fast"] >= accuracy["base"] - 0.03
 
 
 def test_cli_verify_uses_the_shipped_model_by_default(small_signatures, tmp_path, capsys):
