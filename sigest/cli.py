@@ -81,6 +81,9 @@ def _train(args, table, cached=None):
     from .training import train_verifier
     from .verification import LOCAL_PAIR_VIEWS, LOCAL_VOTER_VIEWS, PAIR_VIEWS, VOTER_VIEWS
 
+    if args.local_pooling < 1 or (args.local_pooling > 1 and not args.local_view):
+        raise CommandError(f"--local-pooling {args.local_pooling}: pools the local view's grids (a positive "
+                           "integer, with --local-view)")
     init = _load_model(args.init) if getattr(args, "init", None) else None
     return train_verifier(table, **(cached or {}), init=init, valid_writers=args.valid_size,
                           size=tuple(args.size or DEFAULT_SIZE), backbone=args.backbone, max_epochs=args.epochs,

@@ -72,14 +72,20 @@ def test_ink_jitter_and_local_weight_options_reach_the_embedder(trained, tmp_pat
     assert embedder.local_weight == 0.0
 
 
-def test_local_view_option_makes_the_voter_compare_the_local_view(trained, tmp_path):
+def test_local_view_option_makes_the_voter_compare_the_local_view(trained, tmp_path, capsys):
     root, default_path = trained
     assert not {"local", "local_set"} & set(sigest.load(default_path).reference_voter_.extra_views)
+    for pooling in ("0", "2"):  # pooling the grids needs the local view, and a positive factor
+        assert main(["train", str(root / "data"), "--out", str(tmp_path / "bad.safetensors"),
+                     "--local-pooling", pooling, *(["--local-view"] if pooling == "0" else [])]) == 2
+        assert "--local-pooling" in capsys.readouterr().err and not (tmp_path / "bad.safetensors").exists()
     status = main(["train", str(root / "data"), "--out", str(tmp_path / "m.safetensors"), "--epochs", "1",
-                   "--size", "32", "64", "--test-writers", "w005", "w006", "--local-view", "--quiet"])
+                   "--size", "32", "64", "--test-writers", "w005", "w006", "--local-view", "--local-pooling", "2",
+                   "--quiet"])
     assert status == 0
     model = sigest.load(tmp_path / "m.safetensors")
     assert model.reference_voter_.extra_views == ("penultimate", "strips", "texture", "local_set")
+    assert model.reference_voter_.local_pooling == model[-1].local_pooling == 2
     assert model[-1].embedder_.module_.local_mean.abs().sum() > 0  # centred by the training writers' whitening
     table = load_signatures(root / "data")
     genuine = table[table["genuine"] & (table["writer"] == "w005")]["path"].tolist()
