@@ -26,7 +26,8 @@ For single pairs, the same with minus the views' distances; and the library's ow
 ink), with the embedding alone (set ``global``), with the texture distance (``global + texture``,
 what ``sigest train`` ships) and with the local match distance too (``global + texture + local``,
 what ``sigest train --local-view`` ships). Per feature set and test data set: EER on genuine vs skilled forgeries
-(global threshold), and accuracy at the validation writers' EER threshold beside the test oracle's.
+(global threshold), and accuracy at the validation writers' EER threshold beside the test oracle's; at that
+threshold, FRR and FAR of skilled forgeries (and of random ones, for k references).
 Means and sd over runs.
 
 ``--local-pooling 2`` pools the local grids 2 x 2 before they are matched, as ``sigest-base-fast`` does
@@ -44,7 +45,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from sigest.cache import cache_images, load_cache
-from sigest.metrics import equal_error_rate, within_writer_pairs
+from sigest.metrics import equal_error_rate, far_frr, within_writer_pairs
 from sigest.embedder import SiameseEmbedder
 from sigest.nn import SiameseResNet, pool_local_descriptors, pooled_reach
 from sigest.training import fit_pair_head, fit_whitening
@@ -104,6 +105,14 @@ def reference_rows(E, base, k, draw, reach=LOCAL_REACH):
     return tables["valid"], tables["test"]
 
 
+def rates_at(scores, kinds, threshold):
+    """FRR and FAR (skilled, random forgeries) at ``threshold`` of scores whose ``kinds`` are genuine / skilled /
+    random: a dict (NaN for a kind that is absent)."""
+    far_skilled, frr = far_frr(scores[kinds == "genuine"], scores[kinds == "skilled"], threshold)
+    far_random = far_frr(scores[:0], scores[kinds == "random"], threshold)[0]
+    return {"FRR": frr, "FAR_skilled": far_skilled, "FAR_random": far_random}
+
+
 def k_reference_results(E, base, k, draw, reach=LOCAL_REACH):
     valid, test = reference_rows(E, base, k, draw, reach)
     out = []
@@ -122,7 +131,8 @@ def k_reference_results(E, base, k, draw, reach=LOCAL_REACH):
             mask = kinds != "random"
             eer, oracle = equal_error_rate(kinds[mask] == "genuine", scores[rows][mask])
             out.append({"rule": f"k={k}", "set": set_name, "test": dataset, "EER": eer,
-                        "acc": accuracy(scores[rows], kinds, chosen), "acc_oracle": accuracy(scores[rows], kinds, oracle)})
+                        "acc": accuracy(scores[rows], kinds, chosen), "acc_oracle": accuracy(scores[rows], kinds, oracle),
+                        **rates_at(scores[rows], kinds, chosen)})
     return out
 
 
@@ -183,7 +193,8 @@ def pair_head_results(net, images, table, base, local_pooling=1):
             eer, oracle = equal_error_rate(y, s)
             out.append({"rule": "pair head", "set": set_name, "test": dataset, "EER": eer,
                         "acc": float(np.mean((s >= head.threshold) == (y == 1))),
-                        "acc_oracle": float(np.mean((s >= oracle) == (y == 1)))})
+                        "acc_oracle": float(np.mean((s >= oracle) == (y == 1))),
+                        **rates_at(s, np.where(y == 1, "genuine", "skilled"), head.threshold)})
     return out
 
 
@@ -237,7 +248,8 @@ def main():
                      + pair_head_results(net, images, table, base, args.local_pooling)]
         print(f"{path}: {chosen}", flush=True)
     frame = pd.DataFrame(rows)
-    per_run = frame.groupby(["rule", "set", "test", "file"])[["EER", "acc", "acc_oracle"]].mean()
+    per_run = frame.groupby(["rule", "set", "test", "file"])[["EER", "acc", "acc_oracle", "FRR", "FAR_skilled",
+                                                              "FAR_random"]].mean()
     if args.out:
         per_run.to_csv(args.out)
     print(f"{len(args.checkpoints)} runs, {args.draws} reference draws each")
@@ -246,7 +258,8 @@ def main():
 
 def report(per_run):
     """Print the figures of several runs: mean and sd over runs, and each feature set's EER minus the global
-    view's, run by run. ``per_run``: EER, acc, acc_oracle indexed by (rule, set, test, file), as ``--out`` writes
+    view's, run by run. ``per_run``: EER, acc, acc_oracle, FRR, FAR_skilled, FAR_random (NaN where not measured)
+    indexed by (rule, set, test, file), as ``--out`` writes
     them (``pd.read_csv(path, index_col=[0, 1, 2, 3])`` reads such a file back)."""
     summary = per_run.groupby(["rule", "set", "test"]).agg(["mean", "std"]) * 100
     print("% (mean and sd over runs)")

@@ -410,15 +410,15 @@ class LogisticSiameseRegression(ClassifierMixin, BaseEstimator):
         the 22 networks trained with the local loss: 4.53 / 12.07 / 5.87 % -> 4.02 / 10.83 / 5.39 %
         (their mean as one input instead: 4.10 / 11.49 / 5.52 %), at one local match (about 0.3 ms on
         a CPU core) a pair.
-    local_pooling : int, default=1
-        With ``"local"``: the grids pooled ``local_pooling`` x ``local_pooling`` before they are matched
-        (:func:`sigest.nn.pool_local_descriptors`, within ``LOCAL_REACH`` divided by it, rounded up):
-        2 makes a pair's match about 7x cheaper, at some accuracy (the README's speed section).
     view_scaling : float, default=10.0
         Multiplies the views' distances, for the same reason as ``ink_scaling``: unscaled, the L2
         penalty sized for the 2 x d embedding features shrank their weight and they gained nothing
         (0.1 point in the same measurement). Against 10, a scaling of 3 gave +0.6 / +1.5 / +1.0 points
         and 30 gave -0.2 / -0.3 / +0.2 (the same 22 networks, run-to-run sd 0.7-1.5).
+    local_pooling : int, default=1
+        With ``"local"``: the grids pooled ``local_pooling`` x ``local_pooling`` before they are matched
+        (:func:`sigest.nn.pool_local_descriptors`, within ``LOCAL_REACH`` divided by it, rounded up):
+        2 makes a pair's match about 7x cheaper, at some accuracy (README, "Pooled grids").
     random_state : int or None, default=None
         Seed of the default embedder and of the logistic regression.
 
@@ -904,12 +904,6 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         reference; model format 5 on; lower EER than ``"local"`` at the same cost, measured there); ``sigest train
         --local-view`` and ``sigest-base`` use it. Neither is in the default because they cost speed:
         see the README ("Where the strokes are").
-    local_pooling : int, default=1
-        With ``"local"`` or ``"local_set"``: the grids pooled ``local_pooling`` x ``local_pooling``
-        before they are matched (:func:`sigest.nn.pool_local_descriptors`, within ``LOCAL_REACH``
-        divided by it, rounded up). 2 (``sigest-base-fast``) makes the matching about 7x cheaper; its
-        accuracy is in the README's speed section. :meth:`verify` hands its pair matches to a pair
-        estimator that pools as it does, and lets any other match the grids its own way.
     C : float, default=100.0
         Inverse L2 regularisation of the calibration (``voting="normalized"``). It fits one weight
         per view and two for the ink on hundreds of rows, and the ink differences are small numbers
@@ -919,6 +913,12 @@ class VotingVerifier(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         set left out of training 14.6 / 12.1 / 10.4 % against 6.9 / 11.6 / 8.8 %. In a sweep over
         1, 10, 100 and 1000, each step up to 100 gained on every set; 1000 gained 0.2-0.9 point
         more on Bengali only.
+    local_pooling : int, default=1
+        With ``"local"`` or ``"local_set"``: the grids pooled ``local_pooling`` x ``local_pooling``
+        before they are matched (:func:`sigest.nn.pool_local_descriptors`, within ``LOCAL_REACH``
+        divided by it, rounded up). 2 (``sigest-base-fast``) makes the matching about 7x cheaper; its
+        accuracy: README, "Pooled grids". :meth:`verify` hands its pair matches to a pair
+        estimator that pools as it does, and lets any other match the grids its own way.
 
     Attributes
     ----------
