@@ -130,7 +130,7 @@ class PretrainedVerifier(Enum):
             "threshold": 0.686,
             "reference_voter": "as sigest-base's, on the pooled local grids: threshold 0.532 fitted with 5 references "
                                "on the 18 validation writers; about 2.3x faster than sigest-base's on 2 CPU cores "
-                               "(README, 'Speed')",
+                               "(README, 'Pooled grids')",
             "metrics": {
                 "protocol": "the 22 networks of sigest-base's recipe (11 writer folds x seeds 0-1, with the local "
                             "loss), benchmarks/views.py --local-pooling 2, 3 reference draws: 5 references by the "
