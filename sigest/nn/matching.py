@@ -147,8 +147,9 @@ def local_match_distance(a, b, reach=(4, 6), chunk=None):
     reach : (int, int), default=(4, 6)
         Largest offset of a match, in rows and columns of the grid.
     chunk : int or None, default=None
-        Pairs compared at a time, as :func:`local_best_matches` takes it. Measured on 2 CPU cores, 1,000 pairs of 19 x 28 x 32 grids: 0.30 ms a pair with 4 at a
-        time (median of 7), 0.31-0.44 ms with 1, 8 or 16.
+        Pairs compared at a time, as :func:`local_best_matches` takes it. Measured on 2 CPU cores,
+        1,000 pairs of 19 x 28 x 32 grids: 0.30 ms a pair with 4 at a time (median of 7), 0.31-0.44 ms
+        with 1, 8 or 16.
 
     Returns
     -------
